@@ -1,0 +1,1 @@
+"""target-omnisend: a Singer target that loads customer segments into Omnisend."""

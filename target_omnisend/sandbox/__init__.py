@@ -1,0 +1,1 @@
+"""An Omnisend-compatible API server for offline tests, demos and rehearsals."""
