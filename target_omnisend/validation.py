@@ -18,9 +18,10 @@ The golden test (tests/test_validation.py) checks the rejected set against jsons
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import fastjsonschema
@@ -117,6 +118,44 @@ def unsafe_for_compilation(schema: Any) -> str | None:
     return None
 
 
+class _Unsafe(Exception):  # a reason to use jsonschema alone
+    pass
+
+
+# Bounds that a stricter float may replace: round towards the inside of the allowed range, so the
+# compiled validator never accepts what the exact Decimal bound rejects (rejects are re-checked).
+_ROUND_DOWN = frozenset({"maximum", "exclusiveMaximum"})
+_ROUND_UP = frozenset({"minimum", "exclusiveMinimum"})
+
+
+def _without_decimals(value: Any, keyword: str | None = None) -> Any:
+    """A copy of the schema where Decimal constants (singer-sdk parses floats as Decimal) are
+    floats fastjsonschema can compile, or raise `_Unsafe` where a float would change the verdict.
+    """
+    if isinstance(value, dict):
+        return {key: _without_decimals(item, key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_decimals(item, keyword) for item in value]
+    if not isinstance(value, Decimal):
+        return value
+    if keyword in ("default", "examples", "title", "description"):
+        return float(value)
+    if not value.is_finite():
+        raise _Unsafe(f"a non-finite Decimal in {keyword!r}")
+    if keyword == "multipleOf":
+        if value == value.to_integral():
+            return int(value)
+        raise _Unsafe(f"the decimal {value} in 'multipleOf'")
+    as_float = float(value)
+    if Decimal(as_float) == value:
+        return as_float
+    if keyword in _ROUND_DOWN:
+        return as_float if Decimal(as_float) < value else math.nextafter(as_float, -math.inf)
+    if keyword in _ROUND_UP:
+        return as_float if Decimal(as_float) > value else math.nextafter(as_float, math.inf)
+    raise _Unsafe(f"the decimal {value} in {keyword!r} has no exact float")
+
+
 class FastJSONSchemaValidator(BaseJSONSchemaValidator):
     """singer-sdk record validator: fastjsonschema for speed, jsonschema's verdict on rejects."""
 
@@ -162,13 +201,15 @@ class FastJSONSchemaValidator(BaseJSONSchemaValidator):
         return self._compiled is not None
 
     def _compile(self, schema: dict[str, Any]) -> Any:
-        definition = copy.deepcopy(schema)
+        try:
+            definition = _without_decimals(schema)
+        except _Unsafe as unsafe:
+            self.fallback_reason = str(unsafe)
+            return None
         definition.pop("$schema", None)
         definition["$schema"] = "http://json-schema.org/draft-07/schema#"
         try:
-            return fastjsonschema.compile(
-                definition, use_default=False, use_formats=False, detailed_exceptions=False
-            )
+            return fastjsonschema.compile(definition, use_default=False, use_formats=False)
         except Exception as error:  # any compile failure means: use jsonschema
             self.fallback_reason = f"fastjsonschema cannot compile it ({type(error).__name__})"
             return None
