@@ -291,14 +291,16 @@ def _check_length(field_name: str, text: str) -> str:
     return text
 
 
-def make_email_normaliser(lowercase: bool) -> Callable[[Any], str]:
+def make_email_normaliser(lowercase: bool) -> Callable[[Any], str | None]:
     """Trim (and lower-case) an email and check that it looks like local@domain.tld."""
     fullmatch = _EMAIL_RE.fullmatch
 
-    def normalise_email(value: Any) -> str:
+    def normalise_email(value: Any) -> str | None:
         if not isinstance(value, str):
             raise _type_error("email", value, "a string")
         email = value.strip()
+        if not email:
+            return None
         if lowercase:
             email = email.lower()
         if len(email) > MAX_EMAIL_LENGTH or fullmatch(email) is None:
@@ -308,7 +310,9 @@ def make_email_normaliser(lowercase: bool) -> Callable[[Any], str]:
     return normalise_email
 
 
-def make_phone_normaliser(field_name: str, default_region: str | None) -> Callable[[Any], str]:
+def make_phone_normaliser(
+    field_name: str, default_region: str | None
+) -> Callable[[Any], str | None]:
     """Turn a phone number into E.164; national numbers need `default_region`."""
     region_code = None
     if default_region is not None:
@@ -320,10 +324,12 @@ def make_phone_normaliser(field_name: str, default_region: str | None) -> Callab
             )
         region_code = (country.alpha2, str(country.calling_code))
 
-    def normalise_phone(value: Any) -> str:
+    def normalise_phone(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise _type_error(field_name, value, "a string")
         digits = str(value).strip().translate(_PHONE_SEPARATORS)
+        if not digits:
+            return None
         if digits.startswith("+"):
             phone = digits
         elif digits.startswith("00"):
