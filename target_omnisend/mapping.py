@@ -572,7 +572,10 @@ def _custom_value(name: str, value: Any) -> Any:
         if value.is_finite():
             return int(value) if value == value.to_integral_value() else float(value)
     elif isinstance(value, datetime):
-        return _format_utc(value)
+        try:
+            return _format_utc(value)
+        except (ValueError, OverflowError):
+            pass
     elif isinstance(value, date):
         return value.isoformat()
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
@@ -637,14 +640,17 @@ def _resolve_field_mapping(
         raise MappingConfigError("field_mapping must map 'email' or 'phone' (or both).")
     warnings = []
     properties = schema.get("properties")
-    closed = (
+    # Singer schemas list every property a record carries, unless they say otherwise.
+    lists_every_property = (
         isinstance(properties, dict)
         and schema.get("additionalProperties") is not True
         and not schema.get("patternProperties")
     )
-    if closed:
+    if lists_every_property:
         absent = {
-            name: path for name, path in mapping.items() if path.split(".")[0] not in properties
+            name: path
+            for name, path in mapping.items()
+            if path not in properties and path.split(".")[0] not in properties
         }
         if absent and {"email", "phone"} & set(mapping) <= set(absent):
             described = ", ".join(f"{name} → {path!r}" for name, path in absent.items())

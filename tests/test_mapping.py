@@ -256,8 +256,9 @@ def test_index_out_of_range_is_omitted() -> None:
     assert rejected(plan, {"emails": ["a@example.com"]}).code == "missing_identifier"
 
 
-def test_top_level_key_with_dots() -> None:
-    plan = plan_for({"email": "contact.email"})
+@pytest.mark.parametrize("schema", [ALL_FIELDS_SCHEMA, {"properties": {"contact.email": {}}}])
+def test_top_level_key_with_dots(schema: dict[str, Any]) -> None:
+    plan = plan_for({"email": "contact.email"}, schema=schema)
     assert mapped(plan, {"contact.email": "a@example.com"}).email == "a@example.com"
 
 
@@ -538,8 +539,18 @@ def test_created_at(value: Any, expected: str) -> None:
     assert result.payload["createdAt"] == expected
 
 
-@pytest.mark.parametrize("value", ["2024-13-01", "2024-05-01T25:00:00Z", "May 1st", "0000-01-01"])
-def test_invalid_date(value: str) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024-13-01",
+        "2024-05-01T25:00:00Z",
+        "May 1st",
+        "0000-01-01",
+        "0001-01-01T00:00:00+01:00",
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_invalid_date(value: Any) -> None:
     result = one_field("createdAt", value)
     assert isinstance(result, Reject)
     assert (result.code, result.field) == ("invalid_date", "createdAt")
@@ -754,7 +765,16 @@ def test_custom_property_values(value: Any, expected: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [{"nested": 1}, [1, 2], [["a"]], float("nan"), Decimal("Infinity")]
+    "value",
+    [
+        {"nested": 1},
+        [1, 2],
+        [["a"]],
+        float("nan"),
+        Decimal("Infinity"),
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+        object(),
+    ],
 )
 def test_invalid_custom_property_value(value: Any) -> None:
     result = custom(value)
