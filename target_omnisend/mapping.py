@@ -203,16 +203,25 @@ class MappingConfig:
         tags = config.get("tags") or ()
         if isinstance(tags, str):
             tags = [tags]
+        if not isinstance(tags, (list, tuple)):
+            raise MappingConfigError("Setting 'tags' must be a list of strings.")
         return cls(
             api_version=config.get("api_version") or "2026-03-15",
-            field_mapping=config.get("field_mapping") or None,
-            custom_properties=dict(config.get("custom_properties") or {}),
+            field_mapping=_config_object(config, "field_mapping") or None,
+            custom_properties=_config_object(config, "custom_properties"),
             static_tags=tuple(tags),
-            status_values=dict(config.get("status_values") or {}),
+            status_values=_config_object(config, "status_values"),
             default_phone_region=config.get("default_phone_region") or None,
             lowercase_emails=_config_bool(config, "lowercase_emails", default=True),
             send_welcome_message=_config_bool(config, "send_welcome_message", default=False),
         )
+
+
+def _config_object(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = config.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise MappingConfigError(f"Setting {name!r} must be an object (name → value).")
+    return dict(value)
 
 
 def _config_bool(config: Mapping[str, Any], name: str, *, default: bool) -> bool:
@@ -636,6 +645,9 @@ def _resolve_field_mapping(
             f"known fields: {', '.join(CONTACT_FIELDS)}."
         )
     mapping = {name: path for name, path in config.field_mapping.items() if path}
+    for name, path in mapping.items():
+        if not isinstance(path, str):
+            raise MappingConfigError(f"field_mapping.{name}: record path {path!r} must be text.")
     if "email" not in mapping and "phone" not in mapping:
         raise MappingConfigError("field_mapping must map 'email' or 'phone' (or both).")
     warnings = []

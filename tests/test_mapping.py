@@ -109,6 +109,10 @@ def test_from_target_config_reads_every_setting() -> None:
         ({"field_mapping": {"email": "e"}, "tags": [f"t{i}" for i in range(101)]}, "101 static"),
         ({"field_mapping": {"email": "e"}, "lowercase_emails": "maybe"}, "lowercase_emails"),
         ({"field_mapping": {"email": ""}}, "must map 'email' or 'phone'"),
+        ({"field_mapping": ["email"]}, "'field_mapping' must be an object"),
+        ({"field_mapping": {"email": 5}}, "record path 5 must be text"),
+        ({"field_mapping": {"email": "e"}, "status_values": "Y"}, "'status_values' must be"),
+        ({"field_mapping": {"email": "e"}, "tags": {"a": 1}}, "'tags' must be a list"),
     ],
 )
 def test_config_errors(settings: dict[str, Any], message: str) -> None:
@@ -922,3 +926,56 @@ def test_reject_messages_do_not_contain_emails_or_phones() -> None:
 def test_reject_codes_are_documented() -> None:
     assert all(code.islower() and " " not in code for code in REJECT_CODES)
     assert all(description.endswith(".") for description in REJECT_CODES.values())
+
+
+ODD_VALUES: tuple[Any, ...] = (
+    None,
+    "",
+    " ",
+    "x",
+    "a@example.com",
+    "+447700900123",
+    "07700 900123",
+    "x" * 3000,
+    0,
+    -1,
+    10**30,
+    1.5,
+    float("inf"),
+    Decimal("NaN"),
+    Decimal("2.5"),
+    True,
+    False,
+    [],
+    ["a", 1],
+    {},
+    {"a": {"b": 1}},
+    date(2024, 1, 1),
+    datetime(1, 1, 1, tzinfo=timezone.utc),
+    "2024-02-30",
+    "\udcff",
+    "\x00",
+)
+
+
+@pytest.mark.parametrize("api_version", [V2026, "v5"])
+def test_map_never_raises_on_odd_values(api_version: str) -> None:
+    mapping = {name: name for name in CONTACT_FIELDS}
+    plan = plan_for(
+        mapping,
+        api_version=api_version,
+        default_phone_region="US",
+        custom_properties={"*": "spread", "single": "single"},
+    )
+    fields = [*CONTACT_FIELDS, "spread", "single"]
+    for index, value in enumerate(ODD_VALUES * 3):
+        record = {
+            name: ODD_VALUES[(index + position) % len(ODD_VALUES)]
+            for position, name in enumerate(fields)
+        }
+        record[fields[index % len(fields)]] = value
+        result = plan.map(record)
+        if isinstance(result, MappedContact):
+            json.dumps(result.payload, allow_nan=False)
+        else:
+            assert result.code in REJECT_CODES
