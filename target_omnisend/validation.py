@@ -171,7 +171,7 @@ class FastJSONSchemaValidator(BaseJSONSchemaValidator):
         Args:
             schema: The stream's JSON schema.
             validate_formats: Check string formats as the SDK does when this is on.
-            format_checker: A user-defined format checker (implies jsonschema alone).
+            format_checker: A user-defined format checker, used when `validate_formats` is on.
 
         Raises:
             InvalidJSONSchema: The schema is not a valid Draft 2020-12 schema.
