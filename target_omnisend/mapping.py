@@ -44,6 +44,7 @@ MAX_CUSTOM_PROPERTIES = 200
 SPREAD_KEY = "*"
 
 REJECT_CODES: dict[str, str] = {
+    "schema_mismatch": "The record does not match its stream's schema (record validation).",
     "missing_identifier": "The record has neither an email nor a phone number.",
     "invalid_email": "The email address is not valid (local@domain.tld, no spaces, ≤ 254 chars).",
     "invalid_phone": "The phone number cannot be turned into E.164 (+ then 7 to 15 digits).",
