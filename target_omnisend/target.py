@@ -1,0 +1,552 @@
+"""`TargetOmnisend`: the singer-sdk target, its settings, shared wiring and state safety.
+
+One `OmnisendClient` (so one pacer per brand), one `BatchPipeline`, one `RejectWriter` and one
+`RunSummary` per target instance, shared by every sink (sinks drain in parallel threads).
+
+State safety: the SDK calls `_write_state_message` after every sink handed its records to the
+pipeline (which returns before Omnisend processed them). The hook records the STATE as pending
+together with the pipeline's sequence watermark, and writes it only once every batch up to that
+watermark is finished and accounted for. At the end of input (and on SIGTERM) the target waits
+for every batch, checks that every record read is accepted, rejected or merged, and only then
+writes the latest pending STATE. If anything is unaccounted, the run fails without a STATE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from singer_sdk import Target
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+
+from target_omnisend.mapping import (
+    API_VERSIONS,
+    STATUSES,
+    MappedContact,
+    MappingConfig,
+    MappingConfigError,
+    compile_plan,
+)
+from target_omnisend.rejects import RejectWriter, dumps, open_private
+from target_omnisend.sinks import ContactSink
+from target_omnisend.summary import RunSummary
+
+__all__ = ["RunFailed", "TargetOmnisend"]
+
+DEFAULT_API_URLS = {
+    "2026-03-15": "https://api.omnisend.com/api",
+    "v5": "https://api.omnisend.com/v5",
+}
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+TAGS_PER_CALL = 250
+
+
+class RunFailed(RuntimeError):
+    """The run cannot end successfully (records unaccounted, reject ratio exceeded)."""
+
+
+def _utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_url(api_url: str) -> None:
+    """Refuse URLs that would leak the key: plain http is allowed to loopback hosts only.
+
+    Raises:
+        ValueError: The URL is not https (or http to a loopback host), or has no host.
+    """
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"api_url {api_url!r} must be an https:// URL.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"api_url {api_url!r} uses plain http to a non-loopback host; the API key would "
+            "travel unencrypted. Use https:// (plain http is allowed only to 127.0.0.1/localhost)."
+        )
+
+
+_STATUS_ENUM = th.StringType(allowed_values=list(STATUSES))
+
+CONFIG_SCHEMA = th.PropertiesList(
+    th.Property(
+        "api_key",
+        th.StringType,
+        required=True,
+        secret=True,
+        title="API key",
+        description="Omnisend API key (Store settings → API keys). Never logged.",
+    ),
+    th.Property(
+        "api_version",
+        th.StringType(allowed_values=list(API_VERSIONS)),
+        default="2026-03-15",
+        description="Omnisend API generation: 2026-03-15 (current) or v5.",
+    ),
+    th.Property(
+        "api_url",
+        th.StringType,
+        description=(
+            "Base URL including the version path. Default https://api.omnisend.com/api "
+            "(2026-03-15) or https://api.omnisend.com/v5 (v5). Plain http only to loopback hosts."
+        ),
+        examples=["https://api.omnisend.com/api", "http://127.0.0.1:8080/api"],
+    ),
+    th.Property(
+        "field_mapping",
+        th.ObjectType(additional_properties=th.StringType),
+        description=(
+            "Omnisend contact field → record path (dotted for nested values, e.g. `address.city`, "
+            "`phones.0`). Without it, conventional column names (email, first_name, zip, …) are "
+            "recognised and the log says what matched."
+        ),
+        examples=[{"email": "email_address", "firstName": "profile.first_name"}],
+    ),
+    th.Property(
+        "custom_properties",
+        th.ObjectType(additional_properties=th.StringType),
+        description="Omnisend custom property name → record path.",
+        examples=[{"lifetime_value": "ltv", "loyalty_tier": "loyalty.tier"}],
+    ),
+    th.Property(
+        "tags",
+        th.ArrayType(th.StringType),
+        description="Static tags added to every contact (after its batch finished, on 2026).",
+        examples=[["source: warehouse"]],
+    ),
+    th.Property(
+        "status_values",
+        th.ObjectType(additional_properties=_STATUS_ENUM),
+        description=(
+            "Source status value → subscribed | unsubscribed | nonSubscribed, for emailStatus "
+            "and smsStatus."
+        ),
+        examples=[{"true": "subscribed", "Y": "subscribed", "opted_out": "unsubscribed"}],
+    ),
+    th.Property(
+        "default_phone_region",
+        th.StringType,
+        description="ISO 3166-1 alpha-2 region for phones in national format (e.g. GB).",
+        examples=["GB", "US"],
+    ),
+    th.Property(
+        "send_welcome_message",
+        th.BooleanType,
+        default=False,
+        description="Ask Omnisend to send its welcome message to new subscribers.",
+    ),
+    th.Property(
+        "lowercase_emails",
+        th.BooleanType,
+        default=True,
+        description="Trim and lower-case emails (Omnisend treats emails case-sensitively).",
+    ),
+    th.Property(
+        "rejects_path",
+        th.StringType,
+        description=(
+            "Where rejected records go, as Singer messages (owner-only file). Default "
+            "`.target-omnisend/rejects-<UTC timestamp>.jsonl`."
+        ),
+    ),
+    th.Property(
+        "max_reject_ratio",
+        th.NumberType(minimum=0, maximum=1),
+        description=(
+            "Fail the run (non-zero exit, no STATE) when rejected / read exceeds this share, "
+            "checked once everything is accounted for. Default: off."
+        ),
+        examples=[0.05],
+    ),
+    th.Property(
+        "max_requests_per_minute",
+        th.IntegerType(minimum=1),
+        default=400,
+        description="Requests per minute this target may spend (the brand's limit is 400).",
+    ),
+    th.Property(
+        "request_timeout",
+        th.NumberType(exclusive_minimum=0),
+        default=10,
+        description="Seconds to wait for an HTTP response before retrying.",
+    ),
+    th.Property(
+        "max_batches_in_flight",
+        th.IntegerType(minimum=1),
+        default=32,
+        description="Batches processing at Omnisend at once while the next ones are built.",
+    ),
+    th.Property(
+        "dry_run",
+        th.BooleanType,
+        default=False,
+        description="Map and validate only: write would-be payloads, no writes, no STATE.",
+    ),
+    th.Property(
+        "dry_run_path",
+        th.StringType,
+        description=(
+            "Where a dry run writes payloads (owner-only). Default "
+            "`.target-omnisend/dry-run-<UTC timestamp>.jsonl`."
+        ),
+    ),
+).to_dict()
+
+
+class TargetOmnisend(Target):
+    """Singer target that upserts contacts into Omnisend through its batch API."""
+
+    name = "target-omnisend"
+    config_jsonschema = CONFIG_SCHEMA
+    default_sink_class = ContactSink
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Validate the settings and prepare the shared run objects (no I/O yet)."""
+        super().__init__(*args, **kwargs)
+        try:
+            self.mapping_config = self._check_settings()
+        except (ValueError, MappingConfigError) as error:
+            raise ConfigValidationError(str(error), errors=[str(error)]) from None
+        stamp = _utc_stamp()
+        self.dry_run: bool = bool(self.config.get("dry_run", False))
+        self.rejects = RejectWriter(
+            self.config.get("rejects_path") or f".target-omnisend/rejects-{stamp}.jsonl"
+        )
+        self.summary = RunSummary(self.logger)
+        self._dry_run_path = (
+            self.config.get("dry_run_path") or f".target-omnisend/dry-run-{stamp}.jsonl"
+        )
+        self._dry_run_file: Any = None
+        self._lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._client: Any = None
+        self._pipeline: Any = None
+        self._pending_state: tuple[dict, int] | None = None
+        self._tag_buffers: dict[tuple[str, ...], list[str]] = {}
+        self._tag_lock = threading.Lock()
+        self._failure: str | None = None
+        self._finished = False
+        self._busy = 0
+        self._terminate_requested: int | None = None
+        self._state_withheld_logged = False
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def _check_settings(self) -> MappingConfig:
+        version = self.config.get("api_version") or "2026-03-15"
+        if version not in API_VERSIONS:
+            raise ValueError(
+                f"api_version {version!r} is not supported; use one of {', '.join(API_VERSIONS)}."
+            )
+        check_api_url(self.api_url)
+        mapping_config = MappingConfig.from_target_config(self.config)
+        compile_plan({}, mapping_config)  # unknown fields, names, status values fail here
+        if mapping_config.static_tags and not isinstance(self.config.get("tags"), list):
+            raise ValueError("Setting 'tags' must be a list of strings.")
+        return mapping_config
+
+    @property
+    def api_version(self) -> str:
+        """The configured API generation."""
+        return str(self.config.get("api_version") or "2026-03-15")
+
+    @property
+    def api_url(self) -> str:
+        """The configured base URL, or the generation's default."""
+        return str(self.config.get("api_url") or DEFAULT_API_URLS[self.api_version])
+
+    # -- shared objects -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The one OmnisendClient of this run (created on first use)."""
+        with self._lock:
+            if self._client is None:
+                from target_omnisend.client import OmnisendClient
+
+                self._client = OmnisendClient(
+                    self.config["api_key"],
+                    api_version=self.api_version,
+                    api_url=self.api_url,
+                    max_requests_per_minute=int(self.config.get("max_requests_per_minute", 400)),
+                    request_timeout=float(self.config.get("request_timeout", 10)),
+                    logger=self.logger,
+                )
+            return self._client
+
+    @property
+    def pipeline(self) -> Any:
+        """The one BatchPipeline of this run (created on first use)."""
+        with self._lock:
+            if self._pipeline is None:
+                from target_omnisend.pipeline import BatchPipeline
+
+                self._pipeline = BatchPipeline(
+                    self.client,
+                    max_in_flight=int(self.config.get("max_batches_in_flight", 32)),
+                    on_result=self._on_batch_result,
+                )
+            return self._pipeline
+
+    @property
+    def batch_limit(self) -> int:
+        """Items per batch for the configured generation."""
+        return 1000 if self.api_version == "v5" else 100
+
+    def tags_inline(self) -> bool:
+        """True where tags travel inside the contact payload (v5)."""
+        return self.api_version == "v5"
+
+    # -- called by sinks ----------------------------------------------------------------------
+
+    def submit_contacts(self, contacts: Sequence[MappedContact], ticket: Any) -> None:
+        """Hand contacts to the pipeline (returns before Omnisend processed them)."""
+        if not contacts:
+            return
+        self.pipeline.submit(list(contacts), ticket)
+        self._flush_state_if_ready()
+
+    def write_dry_run(self, stream: str, contacts: Sequence[MappedContact]) -> None:
+        """Append would-be payloads to the dry-run file (owner-only)."""
+        lines = [
+            dumps({"stream": stream, "key": c.key, "payload": c.payload, "tags": list(c.tags)})
+            for c in contacts
+        ]
+        with self._lock:
+            if self._dry_run_file is None:
+                from pathlib import Path
+
+                self._dry_run_file = open_private(Path(self._dry_run_path))
+                self.logger.info("Dry run: writing payloads to %s", self._dry_run_path)
+            self._dry_run_file.write("".join(line + "\n" for line in lines))
+            self._dry_run_file.flush()
+
+    # -- batch results ------------------------------------------------------------------------
+
+    def _on_batch_result(self, ticket: Any, result: Any) -> None:
+        """Pipeline callback: account for every contact of a finished batch."""
+        ticket.sink.handle_result(result)
+
+    def add_tags_later(self, contacts: Sequence[MappedContact]) -> None:
+        """Queue tags of confirmed contacts; send full groups of 250 emails at once (2026)."""
+        ready: list[tuple[tuple[str, ...], list[str]]] = []
+        with self._tag_lock:
+            for contact in contacts:
+                if not contact.tags or contact.email is None:
+                    continue
+                tag_set = tuple(sorted(set(contact.tags)))
+                buffer = self._tag_buffers.setdefault(tag_set, [])
+                buffer.append(contact.email)
+                if len(buffer) >= TAGS_PER_CALL:
+                    ready.append((tag_set, buffer[:]))
+                    buffer.clear()
+        for tag_set, emails in ready:
+            self._send_tags(tag_set, emails)
+
+    def flush_tags(self) -> None:
+        """Send every queued tag group (before a STATE is written and at the end)."""
+        with self._tag_lock:
+            groups = [(tags, emails) for tags, emails in self._tag_buffers.items() if emails]
+            self._tag_buffers = {}
+        for tag_set, emails in groups:
+            self._send_tags(tag_set, emails)
+
+    def _send_tags(self, tag_set: tuple[str, ...], emails: list[str]) -> None:
+        self.client.add_tags(list(tag_set), emails)
+        self.summary.add_tagged(len(emails))
+
+    def report_unaccounted(self, message: str) -> None:
+        """A batch could not be accounted for: the run will fail without STATE."""
+        with self._lock:
+            if self._failure is None:
+                self._failure = message
+        self.logger.error("%s", message)
+
+    # -- state safety -------------------------------------------------------------------------
+
+    def _write_state_message(self, state: dict) -> None:
+        """Hold the STATE until every batch submitted before it is finished and accounted for."""
+        if self.dry_run:
+            if not self._state_withheld_logged:
+                self.logger.info("Dry run: no STATE is emitted.")
+                self._state_withheld_logged = True
+            return
+        watermark = self._pipeline.outstanding_seq() if self._pipeline is not None else 0
+        with self._state_lock:
+            self._pending_state = (state, watermark)
+        self._flush_state_if_ready()
+
+    def _flush_state_if_ready(self) -> None:
+        with self._state_lock:
+            pending = self._pending_state
+            if pending is None or self._failure is not None:
+                return
+            state, watermark = pending
+            if self._pipeline is not None and not self._pipeline.completed_through(watermark):
+                return
+            self.flush_tags()
+            self._pending_state = None
+            self._emit_state(state)
+
+    def _emit_state(self, state: dict) -> None:
+        super()._write_state_message(state)
+
+    # -- message handling: pump the pipeline, defer termination while busy ---------------------
+
+    @contextlib.contextmanager
+    def _busy_section(self) -> Iterator[None]:
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+        if self._busy == 0 and self._terminate_requested is not None:
+            self._terminate(self._terminate_requested)
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        with self._busy_section():
+            super()._process_record_message(message_dict)
+            if self._pipeline is not None:
+                self._pipeline.pump()
+                self._flush_state_if_ready()
+            self.summary.maybe_log_progress()
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        with self._busy_section():
+            super()._process_schema_message(message_dict)
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        with self._busy_section():
+            super()._process_state_message(message_dict)
+
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        with self._busy_section():
+            super()._process_activate_version_message(message_dict)
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        with self._busy_section():
+            super()._process_batch_message(message_dict)
+
+    # -- end of input, termination ------------------------------------------------------------
+
+    def process_endofpipe(self) -> None:
+        """Drain every sink, wait for every batch, account for every record, then write STATE."""
+        self._busy += 1  # a SIGTERM now only asks for what is already happening
+        try:
+            super().process_endofpipe()
+            self._finish()
+        finally:
+            self._busy -= 1
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if self._pipeline is not None:
+                self._pipeline.wait_all()
+            self.flush_tags()
+            self._check_accounting()
+            self._check_reject_ratio()
+            with self._state_lock:
+                pending, self._pending_state = self._pending_state, None
+            if pending is not None and not self.dry_run:
+                self._emit_state(pending[0])
+        finally:
+            self._close_files()
+            stats = self._client.stats.snapshot() if self._client is not None else None
+            self.summary.log_final(stats)
+            if self.rejects.total:
+                self.logger.info(
+                    "%d rejected records are in %s", self.rejects.total, self.rejects.path
+                )
+
+    def _check_accounting(self) -> None:
+        unaccounted = self.summary.unaccounted
+        if self._failure is not None or unaccounted:
+            detail = self._failure or f"{unaccounted} records were not accounted for"
+            raise RunFailed(f"{detail}; no STATE was written, so the next run replays them.")
+
+    def _check_reject_ratio(self) -> None:
+        limit = self.config.get("max_reject_ratio")
+        read = self.summary.records_read
+        if limit is None or not read:
+            return
+        ratio = self.summary.rejected_total / read
+        if ratio > float(limit):
+            raise RunFailed(
+                f"{self.summary.rejected_total} of {read} records were rejected ({ratio:.1%}), "
+                f"above max_reject_ratio {float(limit):.1%}; see {self.rejects.path}. "
+                "No STATE was written."
+            )
+
+    def _close_files(self) -> None:
+        self.rejects.close()
+        with self._lock:
+            if self._dry_run_file is not None:
+                self._dry_run_file.close()
+                self._dry_run_file = None
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: finish in-flight batches, write state for confirmed records, exit."""
+        self.logger.info("Received termination signal %d: finishing in-flight batches.", signum)
+        if self._busy:
+            self._terminate_requested = signum
+            return
+        self._terminate(signum)
+
+    def _terminate(self, signum: int) -> None:
+        self._terminate_requested = None
+        self._busy += 1
+        try:
+            self.drain_all(is_endofpipe=True)
+            self._finish()
+        except Exception as error:  # reported as one line; no STATE was written
+            self.logger.error("Stopped on signal %d: %s", signum, error)
+            sys.exit(1)
+        self.logger.info("Stopped on signal %d after accounting for every record.", signum)
+        sys.exit(0)
+
+    # -- CLI ----------------------------------------------------------------------------------
+
+    @classmethod
+    def invoke(cls, **kwargs: Any) -> None:  # type: ignore[override]
+        """Run the target; known failures end as one log line and exit code 1 (no traceback)."""
+        try:
+            from target_omnisend.client import FatalApiError
+        except ImportError:  # pragma: no cover - while client.py is being written
+            FatalApiError = RunFailed
+        try:
+            super().invoke(**kwargs)
+        except (FatalApiError, RunFailed, MappingConfigError) as error:
+            cls.logger.error("%s", error)
+            sys.exit(1)
+
+
+def summary_from_log_line(line: str) -> Mapping[str, Any] | None:
+    """Parse the JSON summary out of a log line (for tests and tooling)."""
+    marker = "target-omnisend summary: "
+    if marker not in line:
+        return None
+    return json.loads(line.split(marker, 1)[1])
+
+
+if __name__ == "__main__":
+    TargetOmnisend.cli()
