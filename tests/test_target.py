@@ -1,0 +1,157 @@
+"""The target's settings and CLI behaviour that need no server: config errors, --about, dry run."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from singer_sdk.exceptions import ConfigValidationError
+
+from target_omnisend.target import TargetOmnisend, check_api_url
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+EXECUTABLE = str(Path(sys.executable).with_name("target-omnisend"))
+API_KEY = "brand123-SECRETKEYDONOTLEAK"
+
+
+def run_cli(
+    config: dict, input_path: Path, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    config_path = cwd / "config.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    with input_path.open(encoding="utf-8") as stdin:
+        return subprocess.run(
+            [EXECUTABLE, "--config", str(config_path)],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"api_version": "v3"}, "'v3' is not one of"),
+        ({"api_url": "http://api.example.com/api"}, "plain http to a non-loopback host"),
+        ({"api_url": "ftp://127.0.0.1/api"}, "must be an https:// URL"),
+        ({"field_mapping": {"emial": "email"}}, "unknown contact field(s) 'emial'"),
+        ({"field_mapping": {"firstName": "name"}}, "must map 'email' or 'phone'"),
+        ({"status_values": {"Y": "yes"}}, "'yes' is not one of"),
+        ({"max_requests_per_minute": 0}, "max_requests_per_minute"),
+    ],
+)
+def test_config_errors_are_one_clear_line_without_traceback(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    result = run_cli({"api_key": API_KEY, **changes}, DATA / "contacts_basic.singer", tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert API_KEY not in result.stderr
+
+
+def test_missing_api_key_is_reported(tmp_path: Path) -> None:
+    result = run_cli({}, DATA / "contacts_basic.singer", tmp_path)
+    assert result.returncode != 0
+    assert "'api_key' is a required property" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_loopback_http_is_allowed() -> None:
+    for url in ("http://127.0.0.1:1234/api", "http://localhost/v5", "http://[::1]:80/api"):
+        check_api_url(url)
+    with pytest.raises(ValueError, match="non-loopback"):
+        check_api_url("http://10.0.0.1/api")
+
+
+def test_settings_schema_names_every_setting() -> None:
+    properties = TargetOmnisend.config_jsonschema["properties"]
+    expected = {
+        "api_key",
+        "api_version",
+        "api_url",
+        "field_mapping",
+        "custom_properties",
+        "tags",
+        "status_values",
+        "default_phone_region",
+        "send_welcome_message",
+        "lowercase_emails",
+        "rejects_path",
+        "max_reject_ratio",
+        "max_requests_per_minute",
+        "request_timeout",
+        "max_batches_in_flight",
+        "dry_run",
+        "dry_run_path",
+    }
+    assert expected <= set(properties)
+    assert properties["api_key"]["secret"] is True
+    assert properties["api_version"]["enum"] == ["2026-03-15", "v5"]
+    assert TargetOmnisend.config_jsonschema["required"] == ["api_key"]
+    for name in expected:
+        assert properties[name].get("description"), name
+
+
+def test_constructor_raises_config_validation_error() -> None:
+    with pytest.raises(ConfigValidationError, match="non-loopback"):
+        TargetOmnisend(config={"api_key": API_KEY, "api_url": "http://example.com"})
+
+
+def test_about_lists_settings(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [EXECUTABLE, "--about", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+    )
+    about = json.loads(result.stdout)
+    assert about["name"] == "target-omnisend"
+    assert "batch_size_rows" in about["settings"]["properties"]
+
+
+def test_dry_run_without_server_writes_payloads_and_no_state(tmp_path: Path) -> None:
+    config = {
+        "api_key": API_KEY,
+        # Nothing listens here: a dry run must not even try.
+        "api_url": "http://127.0.0.1:9/api",
+        "dry_run": True,
+        "dry_run_path": str(tmp_path / "out" / "dry.jsonl"),
+        "rejects_path": str(tmp_path / "out" / "rejects.jsonl"),
+        "tags": ["source: warehouse"],
+    }
+    result = run_cli(config, DATA / "contacts_basic.singer", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # no STATE in a dry run
+    dry = [json.loads(line) for line in (tmp_path / "out" / "dry.jsonl").read_text().splitlines()]
+    assert [row["key"] for row in dry] == [
+        "grace@example.com",
+        "ada@example.com",
+        "linus@example.com",
+    ]
+    ada = dry[1]
+    assert ada["payload"]["lastName"] == "King"  # the latest record of a duplicate wins
+    assert "tags" not in ada["payload"]  # 2026: tags travel through the tags endpoint
+    assert ada["tags"] == ["source: warehouse"]
+    assert stat.S_IMODE((tmp_path / "out" / "dry.jsonl").stat().st_mode) == 0o600
+    rejects = (tmp_path / "out" / "rejects.jsonl").read_text()
+    codes = [
+        json.loads(line)["record"]["_reject"]["code"]
+        for line in rejects.splitlines()
+        if json.loads(line)["type"] == "RECORD"
+    ]
+    assert codes == ["missing_identifier", "invalid_email", "schema_mismatch"]
+    for output in (result.stdout, result.stderr, rejects, json.dumps(dry)):
+        assert API_KEY not in output
+    assert "ada@example.com" not in result.stderr
