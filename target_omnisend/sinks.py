@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
-from target_omnisend.mapping import MappedContact, MappingPlan, Reject, compile_plan
+from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
 from target_omnisend.summary import mask_email, mask_phone
 from target_omnisend.validation import FastJSONSchemaValidator
 
@@ -66,11 +66,42 @@ class ContactSink(BatchSink):
         self.logger.info("Stream %r maps: %s", self.stream_name, matched or "nothing")
         for warning in self.plan.warnings:
             self.logger.warning("%s", warning)
+        self._warn_about_consent()
         if not {"email", "phone"} & set(self.plan.matched):
             self.logger.warning(
                 "Stream %r has no email or phone property: its records will be rejected as "
                 "missing_identifier. Set field_mapping to name the identifier.",
                 self.stream_name,
+            )
+
+    def _warn_about_consent(self) -> None:
+        """Say where consent safety rests on Omnisend ignoring older status dates."""
+        matched = self.plan.matched
+        v5 = self._target.api_version == "v5"
+        for status, date_field in (
+            ("emailStatus", "emailStatusChangedAt"),
+            ("smsStatus", "smsStatusChangedAt"),
+        ):
+            if status in matched and date_field not in matched:
+                self.logger.warning(
+                    "Stream %r maps %s without %s: statuses are sent dated %s so they only "
+                    "apply to new contacts. This relies on Omnisend ignoring a status older "
+                    "than the stored one; a server that lets older dates override would "
+                    "change existing contacts' %s.",
+                    self.stream_name,
+                    status,
+                    date_field,
+                    ANCIENT_DATE,
+                    status,
+                )
+        if v5 and "emailStatus" not in matched and "email" in matched:
+            self.logger.warning(
+                "Stream %r maps no emailStatus: on v5 (where a missing status means subscribed) "
+                "the target sends nonSubscribed dated %s, which leaves existing contacts "
+                "alone only if Omnisend ignores older status dates. The 2026-03-15 API "
+                "has no such caveat.",
+                self.stream_name,
+                ANCIENT_DATE,
             )
 
     # -- validation: invalid records become rejects, not crashes --------------------------------

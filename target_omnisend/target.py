@@ -243,9 +243,11 @@ class TargetOmnisend(Target):
         self._tag_lock = threading.Lock()
         self._failure: str | None = None
         self._finished = False
+        self._finishing = False  # the end-of-input STATE waits for the final checks
         self._busy = 0
         self._terminate_requested: int | None = None
         self._state_withheld_logged = False
+        self._untaggable_warned = False
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -342,14 +344,26 @@ class TargetOmnisend(Target):
 
     def _on_batch_result(self, ticket: Any, result: Any) -> None:
         """Pipeline callback: account for every contact of a finished batch."""
-        ticket.sink.handle_result(result)
+        self.account(ticket, result.accepted, result.rejected)
+
+    def account(
+        self,
+        ticket: Any,
+        accepted: Sequence[MappedContact],
+        rejected: Sequence[tuple[MappedContact, str]],
+    ) -> None:
+        """Account for finished contacts: accepted → summary and tags; rejected → rejects."""
+        ticket.sink.handle_result(ticket, accepted, rejected)
 
     def add_tags_later(self, contacts: Sequence[MappedContact]) -> None:
         """Queue tags of confirmed contacts; send full groups of 250 emails at once (2026)."""
         ready: list[tuple[tuple[str, ...], list[str]]] = []
         with self._tag_lock:
             for contact in contacts:
-                if not contact.tags or contact.email is None:
+                if not contact.tags:
+                    continue
+                if contact.email is None:
+                    self._warn_untaggable()
                     continue
                 tag_set = tuple(sorted(set(contact.tags)))
                 buffer = self._tag_buffers.setdefault(tag_set, [])
@@ -359,6 +373,14 @@ class TargetOmnisend(Target):
                     buffer.clear()
         for tag_set, emails in ready:
             self._send_tags(tag_set, emails)
+
+    def _warn_untaggable(self) -> None:
+        if not self._untaggable_warned:
+            self._untaggable_warned = True
+            self.logger.warning(
+                "Contacts identified by phone only cannot be tagged through the tags endpoint "
+                "(it takes emails); their tags are not sent."
+            )
 
     def flush_tags(self) -> None:
         """Send every queued tag group (before a STATE is written and at the end)."""
@@ -396,7 +418,7 @@ class TargetOmnisend(Target):
     def _flush_state_if_ready(self) -> None:
         with self._state_lock:
             pending = self._pending_state
-            if pending is None or self._failure is not None:
+            if pending is None or self._failure is not None or self._finishing:
                 return
             state, watermark = pending
             if self._pipeline is not None and not self._pipeline.completed_through(watermark):
@@ -449,6 +471,7 @@ class TargetOmnisend(Target):
     def process_endofpipe(self) -> None:
         """Drain every sink, wait for every batch, account for every record, then write STATE."""
         self._busy += 1  # a SIGTERM now only asks for what is already happening
+        self._finishing = True
         try:
             super().process_endofpipe()
             self._finish()
@@ -515,6 +538,7 @@ class TargetOmnisend(Target):
     def _terminate(self, signum: int) -> None:
         self._terminate_requested = None
         self._busy += 1
+        self._finishing = True
         try:
             self.drain_all(is_endofpipe=True)
             self._finish()

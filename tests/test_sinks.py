@@ -1,0 +1,234 @@
+"""ContactSink and the target's state gating, in process, with a stand-in pipeline.
+
+The stand-in implements the BatchPipeline contract (submit returns at once; batches finish only
+when the test says so), so these tests can hold batches "in flight" deterministically. The
+end-to-end tests in test_cli_e2e.py prove the same against the sandbox over real HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from target_omnisend.mapping import MappedContact
+from target_omnisend.target import RunFailed, TargetOmnisend
+
+SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "s",
+    "schema": {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "email": {"type": ["string", "null"]}},
+    },
+    "key_properties": ["id"],
+}
+
+
+def record(index: int, email: str | None = None) -> dict:
+    email = email if email is not None else f"user{index}@example.com"
+    return {"type": "RECORD", "stream": "s", "record": {"id": index, "email": email}}
+
+
+def state(value: int) -> dict:
+    return {"type": "STATE", "value": {"bookmark": value}}
+
+
+class StandInPipeline:
+    """Holds submitted batches until `finish()`; sequence numbers as the real pipeline's."""
+
+    def __init__(self, target: TargetOmnisend, reject: Callable[[MappedContact], str | None]):
+        self.target = target
+        self.reject = reject
+        self.batches: list[tuple[int, list[MappedContact], Any]] = []
+        self.seq = 0
+        self.done_through = 0
+
+    def submit(self, contacts: list[MappedContact], ticket: Any) -> None:
+        self.seq += 1
+        self.batches.append((self.seq, contacts, ticket))
+
+    def pump(self) -> None:
+        return None
+
+    def outstanding_seq(self) -> int:
+        return self.seq
+
+    def completed_through(self, seq: int) -> bool:
+        return self.done_through >= seq
+
+    def finish(self, count: int | None = None) -> None:
+        todo = self.batches if count is None else self.batches[:count]
+        for seq, contacts, ticket in list(todo):
+            accepted = [c for c in contacts if self.reject(c) is None]
+            rejected = [(c, self.reject(c)) for c in contacts if self.reject(c) is not None]
+            self.target.account(ticket, accepted, rejected)
+            self.done_through = seq
+            self.batches.remove((seq, contacts, ticket))
+        self.target._flush_state_if_ready()
+
+    def wait_all(self) -> None:
+        self.finish()
+
+
+@pytest.fixture
+def make_target(tmp_path: Path) -> Callable[..., tuple[TargetOmnisend, StandInPipeline]]:
+    def make(
+        reject: Callable[[MappedContact], str | None] = lambda _: None, **config: Any
+    ) -> tuple[TargetOmnisend, StandInPipeline]:
+        target = TargetOmnisend(
+            config={
+                "api_key": "brand-KEY",
+                "api_url": "http://127.0.0.1:9/api",
+                "rejects_path": str(tmp_path / "rejects.jsonl"),
+                "batch_size_rows": 2,
+                **config,
+            }
+        )
+        pipeline = StandInPipeline(target, reject)
+        target._pipeline = pipeline
+        return target, pipeline
+
+    return make
+
+
+def feed(target: TargetOmnisend, messages: list[dict]) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        target.process_lines(io.StringIO("".join(json.dumps(m) + "\n" for m in messages)))
+    return out.getvalue()
+
+
+def end(target: TargetOmnisend) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        target.process_endofpipe()
+    return out.getvalue()
+
+
+def drain(target: TargetOmnisend) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        target.drain_all()
+    return out.getvalue()
+
+
+def test_state_waits_for_batches_submitted_before_it(make_target: Callable) -> None:
+    target, pipeline = make_target()
+    assert feed(target, [SCHEMA, record(1), record(2), record(3), state(3)]) == ""
+    # A drain (as every 5 minutes) submits and asks to write the state: it must be held.
+    assert drain(target) == ""
+    assert len(pipeline.batches) == 2
+    out = io.StringIO()
+    with redirect_stdout(out):
+        pipeline.finish(1)
+    assert out.getvalue() == ""  # one batch before the STATE is still in flight
+    with redirect_stdout(out):
+        pipeline.finish()
+    assert json.loads(out.getvalue()) == {"bookmark": 3}
+    assert target.summary.accepted == 3
+
+
+def test_end_of_input_waits_then_writes_latest_state(make_target: Callable) -> None:
+    target, pipeline = make_target()
+    feed(target, [SCHEMA, record(1), state(1), record(2), record(3), state(3), record(4)])
+    assert [json.loads(line) for line in end(target).splitlines()] == [{"bookmark": 3}]
+    assert not pipeline.batches
+    assert target.summary.unaccounted == 0
+
+
+def test_api_rejects_go_to_the_rejects_file(make_target: Callable, tmp_path: Path) -> None:
+    target, _ = make_target(reject=lambda c: "400 invalid" if c.key.startswith("user2") else None)
+    feed(target, [SCHEMA, record(1), record(2), state(2)])
+    assert json.loads(end(target)) == {"bookmark": 2}
+    lines = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert lines[1]["record"]["email"] == "user2@example.com"
+    assert lines[1]["record"]["_reject"]["code"] == "api_rejected"
+    assert lines[1]["record"]["_reject"]["api_error"] == "400 invalid"
+
+
+def test_unaccounted_batch_fails_without_state(make_target: Callable) -> None:
+    target, pipeline = make_target()
+    pipeline.wait_all = lambda: None  # a batch never finishes
+    feed(target, [SCHEMA, record(1), state(1)])
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(RunFailed, match="not accounted for"):
+        target.process_endofpipe()
+    assert out.getvalue() == ""
+
+
+def test_reported_unaccounted_batch_fails_without_state(make_target: Callable) -> None:
+    target, _ = make_target()
+    feed(target, [SCHEMA, record(1), state(1)])
+    target.report_unaccounted("batch b1 ended stopped and its items could not be read")
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(RunFailed, match="b1 ended stopped"):
+        target.process_endofpipe()
+    assert out.getvalue() == ""
+
+
+def test_duplicates_within_a_batch_latest_wins(make_target: Callable) -> None:
+    target, pipeline = make_target(batch_size_rows=10)
+    feed(
+        target,
+        [SCHEMA, record(1, "A@x.com"), record(2, "b@x.com"), record(3, "a@x.com"), state(3)],
+    )
+    drain(target)
+    (_, contacts, ticket) = pipeline.batches[0]
+    assert [c.key for c in contacts] == ["b@x.com", "a@x.com"]
+    assert ticket.records["a@x.com"]["id"] == 3
+    end(target)
+    assert target.summary.duplicates_merged == 1
+    assert target.summary.accepted == 2
+    assert target.summary.unaccounted == 0
+
+
+def test_invalid_records_become_rejects(make_target: Callable, tmp_path: Path) -> None:
+    target, _ = make_target()
+    bad = {"type": "RECORD", "stream": "s", "record": {"id": "one", "email": "a@x.com"}}
+    feed(target, [SCHEMA, bad, record(2), state(2)])
+    assert json.loads(end(target)) == {"bookmark": 2}
+    reject = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[1])
+    assert reject["record"]["_reject"]["code"] == "schema_mismatch"
+    assert "'one' is not of type 'integer'" in reject["record"]["_reject"]["message"]
+
+
+def test_validation_can_be_turned_off(make_target: Callable) -> None:
+    target, _ = make_target(validate_records=False)
+    bad = {"type": "RECORD", "stream": "s", "record": {"id": "one", "email": "a@x.com"}}
+    feed(target, [SCHEMA, bad])
+    end(target)
+    assert target.summary.accepted == 1
+
+
+def test_reject_ratio_fails_after_accounting(make_target: Callable) -> None:
+    target, _ = make_target(max_reject_ratio=0.25)
+    feed(target, [SCHEMA, record(1, "bad"), record(2), state(2)])
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(RunFailed, match=r"above max_reject_ratio 25\.0%"):
+        target.process_endofpipe()
+    assert out.getvalue() == ""
+    assert target.summary.unaccounted == 0
+
+
+def test_schema_change_recompiles_the_plan(make_target: Callable) -> None:
+    target, _ = make_target()
+    renamed = json.loads(json.dumps(SCHEMA))
+    renamed["schema"]["properties"] = {"id": {"type": "integer"}, "note": {"type": "string"}}
+    feed(
+        target,
+        [
+            SCHEMA,
+            record(1),
+            renamed,
+            {"type": "RECORD", "stream": "s", "record": {"id": 2, "note": "m@x.com"}},
+        ],
+    )
+    end(target)
+    assert target.summary.accepted == 1
+    assert dict(target.summary.rejected) == {"missing_identifier": 1}
