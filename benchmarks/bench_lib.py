@@ -1,0 +1,165 @@
+"""Helpers shared by the benchmarks: timed child processes, the target's summary, machine info."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+BIN_DIR = Path(sys.executable).parent
+SUMMARY_MARKER = "target-omnisend summary: "
+FAKE_API_KEY = "benchbrand-0123456789abcdef"
+
+
+@dataclass
+class ProcessRun:
+    """What one child process did: exit code, wall and CPU seconds, peak RSS, output files."""
+
+    returncode: int
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    stdout_path: Path
+    stderr_path: Path
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        """The last lines of the child's stderr (for error messages)."""
+        text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def target_command() -> list[str]:
+    """The `target-omnisend` console script of this environment."""
+    script = BIN_DIR / "target-omnisend"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from target_omnisend.target import TargetOmnisend as T; T.cli()"]
+
+
+def noop_command() -> list[str]:
+    """The no-op singer-sdk target."""
+    return [sys.executable, str(BENCH_DIR / "noop_target.py")]
+
+
+def run_timed(
+    command: list[str],
+    stdin_path: Path,
+    workdir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+) -> ProcessRun:
+    """Run ``command`` with ``stdin_path`` as input; measure wall time, CPU time and peak RSS.
+
+    The child is reaped with ``os.wait4`` so its own resource usage (not every child's) is read.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout_path = workdir / f"{name}.stdout"
+    stderr_path = workdir / f"{name}.stderr"
+    with (
+        stdin_path.open("rb") as stdin,
+        stdout_path.open("wb") as stdout,
+        stderr_path.open("wb") as stderr,
+    ):
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdin=stdin, stdout=stdout, stderr=stderr, cwd=workdir, env=env
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return ProcessRun(
+        returncode=process.returncode,
+        wall_seconds=wall,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024.0,  # Linux reports KiB
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+    )
+
+
+def read_summary(stderr_path: Path) -> dict[str, Any] | None:
+    """The target's one-line JSON run summary from its log, if it wrote one."""
+    summary = None
+    with stderr_path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            position = line.find(SUMMARY_MARKER)
+            if position >= 0:
+                try:
+                    summary = json.loads(line[position + len(SUMMARY_MARKER) :])
+                except json.JSONDecodeError:
+                    continue
+    return summary
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_total_mb() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            match = re.search(r"MemTotal:\s+(\d+) kB", meminfo.read())
+    except OSError:
+        return None
+    return round(int(match.group(1)) / 1024, 0) if match else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, memory, OS, Python and package versions of this run."""
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "memory_mb": _memory_total_mb(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            package: _version(package)
+            for package in ("target-omnisend", "singer-sdk", "fastjsonschema", "msgspec")
+        },
+        "git_commit": _git_commit(),
+    }
