@@ -1,0 +1,66 @@
+"""``omnisend-sandbox``: run the sandbox by hand (prints its URL first on stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from target_omnisend.sandbox.server import SandboxServer
+from target_omnisend.sandbox.settings import SandboxSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="omnisend-sandbox", description="An Omnisend-compatible API server on loopback."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="N times faster clock")
+    parser.add_argument("--rate-limit", type=int, default=400, help="requests/min per brand")
+    parser.add_argument("--batch-delay", type=float, default=0.5, help="sandbox seconds")
+    parser.add_argument("--tags-on-upsert", choices=("replace", "merge"), default="replace")
+    parser.add_argument("--older-status-date", choices=("ignore", "override"), default="ignore")
+    parser.add_argument("--persist", metavar="PATH", help="write the dump here at shutdown")
+    parser.add_argument("--settings", metavar="JSON", help="any other settings, as JSON")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> SandboxSettings:
+    """Settings from parsed arguments."""
+    extra = json.loads(args.settings) if args.settings else {}
+    return SandboxSettings().changed(
+        time_scale=args.time_scale,
+        rate_limit_per_minute=args.rate_limit,
+        batch_processing_delay=args.batch_delay,
+        tags_on_upsert=args.tags_on_upsert,
+        older_status_date=args.older_status_date,
+        persist_path=args.persist,
+        **extra,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until SIGINT/SIGTERM."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        print(f"omnisend-sandbox: {exc}", file=sys.stderr)
+        return 2
+    server = SandboxServer(settings, host=args.host, port=args.port).start()
+    print(server.url, flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
