@@ -20,11 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--time-scale", type=float, default=1.0, help="N times faster clock")
-    parser.add_argument("--rate-limit", type=int, default=400, help="requests/min per brand")
-    parser.add_argument("--batch-delay", type=float, default=0.5, help="sandbox seconds")
-    parser.add_argument("--tags-on-upsert", choices=("replace", "merge"), default="replace")
-    parser.add_argument("--older-status-date", choices=("ignore", "override"), default="ignore")
+    parser.add_argument("--time-scale", type=float, help="N times faster clock (default 1)")
+    parser.add_argument("--rate-limit", type=int, help="requests/min per brand (default 400)")
+    parser.add_argument("--batch-delay", type=float, help="sandbox seconds (default 0.5)")
+    parser.add_argument("--tags-on-upsert", choices=("replace", "merge"))
+    parser.add_argument("--older-status-date", choices=("ignore", "override"))
+    parser.add_argument("--seed", type=int, help="seed of the fault dice")
     parser.add_argument("--persist", metavar="PATH", help="write the dump here at shutdown")
     parser.add_argument("--settings", metavar="JSON", help="any other settings, as JSON")
     return parser
@@ -32,16 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> SandboxSettings:
     """Settings from parsed arguments."""
-    extra = json.loads(args.settings) if args.settings else {}
-    return SandboxSettings().changed(
-        time_scale=args.time_scale,
-        rate_limit_per_minute=args.rate_limit,
-        batch_processing_delay=args.batch_delay,
-        tags_on_upsert=args.tags_on_upsert,
-        older_status_date=args.older_status_date,
-        persist_path=args.persist,
-        **extra,
-    )
+    changes = json.loads(args.settings) if args.settings else {}
+    if not isinstance(changes, dict):
+        raise ValueError("--settings must be a JSON object")
+    flags = {
+        "time_scale": args.time_scale,
+        "rate_limit_per_minute": args.rate_limit,
+        "batch_processing_delay": args.batch_delay,
+        "tags_on_upsert": args.tags_on_upsert,
+        "older_status_date": args.older_status_date,
+        "seed": args.seed,
+        "persist_path": args.persist,
+    }
+    changes.update({name: value for name, value in flags.items() if value is not None})
+    return SandboxSettings().changed(**changes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         print(f"omnisend-sandbox: {exc}", file=sys.stderr)
         return 2
     server = SandboxServer(settings, host=args.host, port=args.port).start()
