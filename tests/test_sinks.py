@@ -232,3 +232,42 @@ def test_schema_change_recompiles_the_plan(make_target: Callable) -> None:
     end(target)
     assert target.summary.accepted == 1
     assert dict(target.summary.rejected) == {"missing_identifier": 1}
+
+
+def test_termination_finishes_in_flight_batches_then_exits_cleanly(make_target: Callable) -> None:
+    target, pipeline = make_target()
+    feed(target, [SCHEMA, record(1), record(2), record(3), state(3)])
+    assert len(pipeline.batches) == 1  # records 1-2 submitted, record 3 still in the sink
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as stopped:
+        target._handle_termination(15, None)
+    assert stopped.value.code == 0
+    assert json.loads(out.getvalue()) == {"bookmark": 3}
+    assert target.summary.accepted == 3
+
+
+def test_termination_with_unaccounted_batches_exits_non_zero_without_state(
+    make_target: Callable,
+) -> None:
+    target, pipeline = make_target()
+    pipeline.wait_all = lambda: None
+    feed(target, [SCHEMA, record(1), state(1)])
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as stopped:
+        target._handle_termination(15, None)
+    assert stopped.value.code == 1
+    assert out.getvalue() == ""
+
+
+def test_termination_while_busy_waits_for_the_message_to_finish(make_target: Callable) -> None:
+    target, _ = make_target()
+    feed(target, [SCHEMA, record(1)])
+    target._busy += 1  # as if a signal arrived in the middle of a message
+    target._handle_termination(15, None)
+    assert target._terminate_requested == 15
+    target._busy -= 1
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as stopped:
+        feed(target, [record(2), state(2)])
+    assert stopped.value.code == 0
+    assert target.summary.accepted == 2
