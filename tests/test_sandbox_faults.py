@@ -81,6 +81,17 @@ def test_dropped_connections(sandbox_factory: Any) -> None:
         requests.get(server.api_url + "/contacts", headers=HEADERS, timeout=5)
     server.configure(drop_rate=0.0)
     assert requests.get(server.api_url + "/contacts", headers=HEADERS, timeout=5).ok
+    assert server.dump()["requests"]["GET /api/contacts"] == {"dropped": 1, "200": 1}
+
+
+def test_a_stopped_sandbox_closes_keep_alive_connections(sandbox_factory: Any) -> None:
+    server = sandbox_factory()
+    url = server.api_url + "/contacts"
+    with requests.Session() as session:
+        assert session.get(url, headers=HEADERS, timeout=5).ok
+        server.stop()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get(url, headers=HEADERS, timeout=5)
 
 
 def test_stop_batches(sandbox_factory: Any) -> None:

@@ -7,6 +7,7 @@ rate limits (429) -> injected faults (dropped connection, 500/503, slow answer) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -59,6 +60,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """Disable Nagle so headers and body are not held back by delayed ACKs."""
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        """Forget the connection once it ends."""
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: request lines may carry emails."""
@@ -108,6 +119,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         route, reply = self._api(generation, url.path, query, raw)
         if reply is None:  # dropped connection
+            self.state.count(route, "dropped")
             self.close_connection = True
             return
         self.state.count(route, reply.status)
@@ -272,6 +284,18 @@ class _HTTPServer(ThreadingHTTPServer):
     state: SandboxState
     owner: SandboxServer
 
+    def __init__(self, address: tuple[str, int], handler: type[SandboxHandler]) -> None:
+        super().__init__(address, handler)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def close_connections(self) -> None:
+        """Shut every open keep-alive connection, so a stopped sandbox answers nothing."""
+        with self.connections_lock:
+            for connection in list(self.connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
 
 class SandboxServer:
     """An Omnisend-compatible API server on loopback, for tests, demos and benchmarks."""
@@ -308,6 +332,7 @@ class SandboxServer:
             return
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.close_connections()
         self.state.stop()
         path = self.state.settings.persist_path
         if path:

@@ -79,8 +79,8 @@ class SandboxState:
         """The rate window in wall seconds."""
         return self.settings.scaled(60.0)
 
-    def count(self, route: str, status: int) -> None:
-        """Count one answered API request."""
+    def count(self, route: str, status: int | str) -> None:
+        """Count one API request by route and status code (or ``"dropped"``)."""
         with self._lock:
             self.requests[route][str(status)] += 1
             self.requests_total += 1
