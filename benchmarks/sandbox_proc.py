@@ -111,7 +111,7 @@ class SandboxProcess:
             self._log = None
 
     def __enter__(self) -> SandboxProcess:
-        return self.start()
+        return self if self._process is not None else self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
