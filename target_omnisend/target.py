@@ -494,12 +494,22 @@ class TargetOmnisend(Target):
                 self._emit_state(pending[0])
         finally:
             self._close_files()
-            stats = self._client.stats.snapshot() if self._client is not None else None
-            self.summary.log_final(stats)
+            self.summary.log_final(self._client_stats())
             if self.rejects.total:
                 self.logger.info(
                     "%d rejected records are in %s", self.rejects.total, self.rejects.path
                 )
+
+    def _client_stats(self) -> dict[str, Any] | None:
+        """The client's request counters as a dict (None when nothing was sent)."""
+        if self._client is None:
+            return None
+        stats = self._client.stats
+        for name in ("snapshot", "as_dict", "to_dict"):
+            method = getattr(stats, name, None)
+            if callable(method):
+                return dict(method())
+        return dict(stats) if isinstance(stats, Mapping) else None
 
     def _check_accounting(self) -> None:
         unaccounted = self.summary.unaccounted
