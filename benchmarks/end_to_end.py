@@ -194,7 +194,9 @@ def run_target(
         [*bench_lib.target_command(), "--config", str(config)], input_path, workdir, name
     )
     if run.returncode != 0:
-        raise RuntimeError(f"target-omnisend failed ({run.returncode}):\n{run.stderr_tail()}")
+        tail = run.stderr_tail()
+        last = tail.splitlines()[-1] if tail else ""
+        raise RuntimeError(f"target-omnisend exited {run.returncode}: {last}\n{tail}")
     return run, bench_lib.read_summary(run.stderr_path) or {}
 
 

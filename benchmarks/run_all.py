@@ -155,7 +155,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     for name, result in results.items():
         if "error" in result:
-            rows.append((name, f"ERROR {result['error'].splitlines()[0][:90]}", "", "NO"))
+            rows.append((name, f"ERROR {result['error'].splitlines()[0][:140]}", "", "NO"))
         elif name.startswith("e2e_"):
             rows.extend(_e2e_rows(name, result))
         elif name == "throughput":
