@@ -226,6 +226,10 @@ def print_sandbox(dump: dict[str, Any]) -> None:
         print(f"    {email:<22} {phone:<16} {name:<18} {country:<8} {tier:<9} {shown_tags}")
 
 
+def _dry_run() -> bool:
+    return os.environ.get("TARGET_OMNISEND_DRY_RUN", "").strip().lower() in {"1", "true"}
+
+
 def run_demo() -> None:
     """The whole demo; raises DemoError on the first failing step."""
     meltano = str(BIN / "meltano")
@@ -241,7 +245,10 @@ def run_demo() -> None:
                 env,
             )
         print_summaries(find_summaries(output))
-        print_sandbox(settled_dump(url))
+        dump = settled_dump(url)
+        print_sandbox(dump)
+        if not dump.get("contacts") and not _dry_run():
+            raise DemoError("the job finished but the sandbox holds no contacts")
         print(f"\nRejected records are in {ROOT / '.target-omnisend'} (Singer messages, 0600).")
     finally:
         stop_sandbox(sandbox)
