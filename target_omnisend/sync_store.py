@@ -1,0 +1,538 @@
+"""The local sync store: what Omnisend confirmed, per brand, so re-runs send only changes.
+
+A small SQLite database (``sync_state_path``, default ``.target-omnisend/sync.sqlite``) with two
+tables, both keyed by brand so one file can serve several Omnisend accounts:
+
+- ``contacts(brand, email_key, fingerprint, confirmed_at)``: the fingerprint of the payload that
+  Omnisend last confirmed for a contact (``email_key`` is the mapping's de-duplication key: the
+  normalised email, else the E.164 phone), and when (epoch seconds, UTC).
+- ``memberships(brand, segment_tag, email_key, since)``: who carries which segment tag.
+
+Rules the callers rely on:
+
+- Rows are written only once Omnisend confirmed them (the batch-finished callback calls
+  :meth:`SyncStore.confirm`); a failed or unaccounted batch leaves the store as it was, so the next
+  run re-sends.
+- One run per brand at a time: :meth:`SyncStore.acquire_run_lock` takes an ``flock`` on a lock file
+  next to the database and raises :class:`SyncStoreLocked` at once when another run holds it. The
+  kernel releases an ``flock`` when its process dies, even after SIGKILL.
+- The store never holds the API key; :func:`brand_id` derives a stable, non-reversible brand id.
+- Files are private: the directory is created 0700, the database (and SQLite's -wal/-shm files,
+  which inherit the database's mode) 0600.
+- Thread-safe: one connection guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_SYNC_STATE_PATH",
+    "SCHEMA_VERSION",
+    "SendReason",
+    "SyncStore",
+    "SyncStoreError",
+    "SyncStoreLocked",
+    "brand_id",
+    "fingerprint",
+]
+
+DEFAULT_SYNC_STATE_PATH = ".target-omnisend/sync.sqlite"
+SCHEMA_VERSION = 1
+SECONDS_PER_DAY = 86_400.0
+# Keys per lookup query (passed as one JSON array).
+_QUERY_CHUNK = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+    brand TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    confirmed_at REAL NOT NULL,
+    PRIMARY KEY (brand, email_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memberships (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (brand, segment_tag, email_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_by_contact ON memberships (brand, email_key);
+"""
+
+
+class SyncStoreError(Exception):
+    """The sync store cannot be used (wrong schema version, read-only misuse, …)."""
+
+
+class SyncStoreLocked(SyncStoreError):
+    """Another run of the same brand holds the store's run lock."""
+
+
+class SendReason(str, Enum):
+    """Why a contact is (or is not) sent, as classified against the store."""
+
+    NEW = "new"  # the store has never confirmed this contact
+    CHANGED = "changed"  # the fingerprint differs from the confirmed one
+    STALE = "stale"  # unchanged, but confirmed longer than resync_after_days ago
+    FULL_RESYNC = "full_resync"  # full_resync is on: everything is sent
+    UNCHANGED = "unchanged"  # same fingerprint, recently confirmed: skip
+
+    @property
+    def needs_send(self) -> bool:
+        """True unless the contact is unchanged."""
+        return self is not SendReason.UNCHANGED
+
+
+def fingerprint(
+    payload: Mapping[str, Any], tags: Iterable[str] = (), exclude_tags: Collection[str] = ()
+) -> str:
+    """A stable hash of what would be sent for a contact.
+
+    Canonical JSON (sorted keys, no whitespace) of the mapped payload and its tags (sorted and
+    de-duplicated, so their order does not matter). Any change to the mapping output, a tag
+    included, changes the fingerprint, so a mapping change re-sends.
+
+    Args:
+        payload: The JSON-ready contact payload (as ``MappedContact.payload``).
+        tags: The contact's tags (as ``MappedContact.tags``).
+        exclude_tags: Tags to leave out of the hash, in ``tags`` and in ``payload["tags"]`` alike.
+            Pass the segment tag here: membership is tracked in the memberships table, so a
+            contact present in two segments keeps one fingerprint.
+
+    Returns:
+        32 hex characters (128 bits of SHA-256).
+    """
+    excluded = set(exclude_tags)
+    body = dict(payload)
+    if excluded and isinstance(body.get("tags"), list):
+        body["tags"] = [tag for tag in body["tags"] if tag not in excluded]
+    canonical = {"payload": body, "tags": sorted({tag for tag in tags if tag not in excluded})}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def brand_id(api_url: str, api_key: str) -> str:
+    """A stable id for the Omnisend account behind a key, without storing the key.
+
+    SHA-256 of the API base URL and the key, truncated: API keys are long random secrets, so the
+    id cannot be turned back into the key, yet the same key always maps to the same store rows.
+    """
+    digest = hashlib.sha256(f"target-omnisend\0{api_url.rstrip('/')}\0{api_key}".encode())
+    return "brand-" + digest.hexdigest()[:20]
+
+
+def _chunks(items: Sequence[Any], size: int = _QUERY_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create missing directories 0700; leave existing ones (e.g. /tmp or ".") alone."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the file 0600 if missing (before SQLite does, with the process umask)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class SyncStore:
+    """Fingerprints and segment memberships for one brand, in a SQLite file.
+
+    Args:
+        path: The database file; missing directories are created 0700, the file 0600.
+        brand: The brand id (see :func:`brand_id`); every row is scoped by it.
+        read_only: Open an existing database without writing to it (dry runs). Raises
+            ``FileNotFoundError`` if the file does not exist; write methods raise
+            :class:`SyncStoreError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], brand: str, *, read_only: bool = False):
+        if not brand:
+            raise ValueError("SyncStore needs a brand id.")
+        self.path = Path(path)
+        self.brand = brand
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        if read_only:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"No sync store at {self.path}.")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:
+            _make_private_dir(self.path.parent)
+            _create_private_file(self.path)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._conn.isolation_level = None  # explicit BEGIN/COMMIT
+        try:
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open_for_dry_run(cls, path: str | os.PathLike[str], brand: str) -> SyncStore | None:
+        """The store read-only, or None when there is none yet (a dry run never creates one)."""
+        try:
+            return cls(path, brand, read_only=True)
+        except FileNotFoundError:
+            return None
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 10000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SyncStoreError(
+                f"The sync store {self.path} has schema version {version}, newer than this "
+                f"target-omnisend understands ({SCHEMA_VERSION}); upgrade the target or point "
+                "sync_state_path elsewhere."
+            )
+        if self.read_only:
+            if version != SCHEMA_VERSION:
+                raise SyncStoreError(f"The sync store {self.path} is not initialised.")
+            return
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in filter(None, (part.strip() for part in _SCHEMA.split(";"))):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise SyncStoreError("The sync store is open read-only (dry run): no writes.")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- run lock --------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file next to the database, one per brand."""
+        tag = hashlib.sha256(self.brand.encode()).hexdigest()[:16]
+        return self.path.with_name(f"{self.path.name}.{tag}.lock")
+
+    def acquire_run_lock(self) -> None:
+        """Take the brand's run lock, or raise :class:`SyncStoreLocked` at once.
+
+        The lock is an ``flock`` on :attr:`lock_path`: released by :meth:`release_run_lock`,
+        :meth:`close`, or the kernel when the process ends in any way (SIGKILL included).
+        Calling it again while holding the lock does nothing.
+        """
+        with self._lock:
+            if self._lock_fd is not None:
+                return
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise SyncStoreLocked(
+                    f"Another target-omnisend run for this brand is using the sync store "
+                    f"{self.path}{holder}; only one run per brand may run at a time. Wait for it "
+                    "to finish, or give this run another sync_state_path."
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._lock_fd = fd
+
+    def release_run_lock(self) -> None:
+        """Release the run lock if this store holds it."""
+        with self._lock:
+            if self._lock_fd is None:
+                return
+            fd, self._lock_fd = self._lock_fd, None
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @property
+    def holds_run_lock(self) -> bool:
+        """True while this store holds the brand's run lock."""
+        return self._lock_fd is not None
+
+    # -- contacts --------------------------------------------------------------------------
+
+    def _confirmed(self, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """{key: (fingerprint, confirmed_at)} for the keys the store knows."""
+        found: dict[str, tuple[str, float]] = {}
+        with self._lock:
+            for chunk in _chunks(keys):
+                rows = self._conn.execute(
+                    "SELECT email_key, fingerprint, confirmed_at FROM contacts WHERE brand = ? "
+                    "AND email_key IN (SELECT value FROM json_each(?))",
+                    (self.brand, json.dumps(list(chunk))),
+                )
+                for key, print_, confirmed_at in rows:
+                    found[key] = (print_, confirmed_at)
+        return found
+
+    def classify(
+        self,
+        items: Iterable[tuple[str, str]],
+        *,
+        now: float | None = None,
+        resync_after_days: float | None = 7,
+        full_resync: bool = False,
+    ) -> dict[str, SendReason]:
+        """Classify a batch of ``(key, fingerprint)`` pairs against what Omnisend confirmed.
+
+        Args:
+            items: ``(key, fingerprint)`` pairs; a repeated key keeps its last fingerprint.
+            now: Epoch seconds (default: the current time).
+            resync_after_days: Re-send unchanged contacts confirmed at least this many days ago
+                (repairs drift from edits made in Omnisend); None disables, 0 re-sends always.
+            full_resync: Ignore the store: everything is sent.
+
+        Returns:
+            {key: SendReason}, one entry per distinct key.
+        """
+        wanted = dict(items)
+        if full_resync:
+            return dict.fromkeys(wanted, SendReason.FULL_RESYNC)
+        now = time.time() if now is None else now
+        horizon = None if resync_after_days is None else now - resync_after_days * SECONDS_PER_DAY
+        confirmed = self._confirmed(list(wanted))
+        reasons: dict[str, SendReason] = {}
+        for key, print_ in wanted.items():
+            known = confirmed.get(key)
+            if known is None:
+                reasons[key] = SendReason.NEW
+            elif known[0] != print_:
+                reasons[key] = SendReason.CHANGED
+            elif horizon is not None and known[1] <= horizon:
+                reasons[key] = SendReason.STALE
+            else:
+                reasons[key] = SendReason.UNCHANGED
+        return reasons
+
+    def filter_changed(
+        self,
+        items: Iterable[tuple[str, str]],
+        *,
+        now: float | None = None,
+        resync_after_days: float | None = 7,
+        full_resync: bool = False,
+    ) -> set[str]:
+        """The keys among ``(key, fingerprint)`` pairs that must be sent (see :meth:`classify`)."""
+        reasons = self.classify(
+            items, now=now, resync_after_days=resync_after_days, full_resync=full_resync
+        )
+        return {key for key, reason in reasons.items() if reason.needs_send}
+
+    def needs_send(
+        self,
+        key: str,
+        fingerprint: str,
+        now: float | None = None,
+        resync_after_days: float | None = 7,
+        full_resync: bool = False,
+    ) -> bool:
+        """True if this one contact must be sent (see :meth:`classify`)."""
+        reasons = self.classify(
+            [(key, fingerprint)],
+            now=now,
+            resync_after_days=resync_after_days,
+            full_resync=full_resync,
+        )
+        return reasons[key].needs_send
+
+    def confirm(self, entries: Iterable[tuple[str, str]], *, now: float | None = None) -> int:
+        """Record ``(key, fingerprint)`` pairs Omnisend confirmed, in one transaction.
+
+        Call only from the batch-finished callback, for the items Omnisend accepted.
+
+        Returns:
+            The number of rows written.
+        """
+        confirmed_at = time.time() if now is None else now
+        rows = [(self.brand, key, print_, confirmed_at) for key, print_ in entries]
+        if not rows:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO contacts (brand, email_key, fingerprint, confirmed_at) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop contacts' fingerprints so their next run re-sends them (e.g. after a reject)."""
+        rows = [(self.brand, key) for key in keys]
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM contacts WHERE brand = ? AND email_key = ?", rows)
+
+    def contact_count(self) -> int:
+        """How many contacts the store knows for this brand."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM contacts WHERE brand = ?", (self.brand,)
+            ).fetchone()
+        return int(row[0])
+
+    # -- memberships -----------------------------------------------------------------------
+
+    def members(self, segment_tag: str) -> set[str]:
+        """The keys the store knows carry ``segment_tag``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT email_key FROM memberships WHERE brand = ? AND segment_tag = ?",
+                (self.brand, segment_tag),
+            )
+            return {key for (key,) in rows}
+
+    def knows_segment(self, segment_tag: str) -> bool:
+        """True if the store holds any member of the segment.
+
+        False means the store cannot tell (a new machine, or a segment that was emptied):
+        rebuild the previous members from ``GET /contacts?tag=`` instead.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM memberships WHERE brand = ? AND segment_tag = ? LIMIT 1",
+                (self.brand, segment_tag),
+            ).fetchone()
+        return row is not None
+
+    def segment_tags(self) -> list[str]:
+        """Every segment tag the store has members for, sorted."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT segment_tag FROM memberships WHERE brand = ? ORDER BY 1",
+                (self.brand,),
+            )
+            return [tag for (tag,) in rows]
+
+    def add_members(
+        self, segment_tag: str, keys: Iterable[str], *, now: float | None = None
+    ) -> None:
+        """Record that ``keys`` carry ``segment_tag`` (after the tag was confirmed).
+
+        A key already a member keeps its original ``since``.
+        """
+        since = time.time() if now is None else now
+        rows = [(self.brand, segment_tag, key, since) for key in keys]
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO memberships (brand, segment_tag, email_key, since) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+    def remove_members(self, segment_tag: str, keys: Iterable[str]) -> None:
+        """Record that ``keys`` no longer carry ``segment_tag`` (after the exit was applied)."""
+        rows = [(self.brand, segment_tag, key) for key in keys]
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "DELETE FROM memberships WHERE brand = ? AND segment_tag = ? AND email_key = ?",
+                rows,
+            )
+
+    def replace_members(
+        self, segment_tag: str, keys: Iterable[str], *, now: float | None = None
+    ) -> None:
+        """Make the segment's members exactly ``keys`` (e.g. seeded from ``GET /contacts?tag=``).
+
+        Members that stay keep their ``since``.
+        """
+        since = time.time() if now is None else now
+        wanted = set(keys)
+        with self._transaction() as conn:
+            current = {
+                key
+                for (key,) in conn.execute(
+                    "SELECT email_key FROM memberships WHERE brand = ? AND segment_tag = ?",
+                    (self.brand, segment_tag),
+                )
+            }
+            conn.executemany(
+                "DELETE FROM memberships WHERE brand = ? AND segment_tag = ? AND email_key = ?",
+                [(self.brand, segment_tag, key) for key in current - wanted],
+            )
+            conn.executemany(
+                "INSERT INTO memberships (brand, segment_tag, email_key, since) "
+                "VALUES (?, ?, ?, ?)",
+                [(self.brand, segment_tag, key, since) for key in wanted - current],
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the run lock and close the database. Safe to call twice."""
+        with self._lock:
+            self.release_run_lock()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"SyncStore(path={str(self.path)!r}, brand={self.brand!r}, {mode})"
+
+
+def _read_holder(fd: int) -> str:
+    """' (pid N)' from the lock file, if it names the holder."""
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        pid = int(os.read(fd, 32).decode().strip())
+        return f" (pid {pid})"
+    return ""
