@@ -1,0 +1,465 @@
+"""Segments: tag names, who belongs where, who leaves, and what leaving does (pure: no I/O).
+
+A stream is a segment, or, with ``segment_field``, each value of that record path is one. Members
+carry the segment tag rendered from ``segment_tag`` (default ``segment: {segment}``).
+
+Exits are dangerous (``unsubscribe`` cannot be undone by the target), so :func:`compute_exits`
+applies every guard in one place:
+
+1. the run reached a normal end of input (never on SIGTERM or a crash);
+2. the stream delivered at least one record (an empty stream is an outage, not an empty segment);
+3. absence means leaving only in a full snapshot (ACTIVATE_VERSION or ``full_segment_snapshot``);
+   otherwise only explicit deletions (records with ``_sdc_deleted_at``) are exits;
+4. the share of members leaving is at most ``max_exit_ratio``; above it nobody leaves and the run
+   must exit non-zero (:attr:`ExitDecision.exceeds_ratio`).
+
+:func:`plan_exit_actions` then turns a decision into tag removals and unsubscribes for the
+``on_segment_exit`` mode; ``unsubscribe`` never touches a contact still in another segment of the
+same run.
+"""
+
+from __future__ import annotations
+
+import string
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from target_omnisend.summary import mask_email, mask_phone
+
+__all__ = [
+    "DEFAULT_MAX_EXIT_RATIO",
+    "DEFAULT_SEGMENT_TAG",
+    "EXIT_MODES",
+    "DryRunReport",
+    "ExitActions",
+    "ExitDecision",
+    "InvalidSegmentValue",
+    "SegmentMembership",
+    "compute_exits",
+    "is_deleted_record",
+    "plan_exit_actions",
+    "render_segment_tag",
+    "segments_of",
+    "unsubscribe_payload",
+    "validate_segment_tag_template",
+]
+
+DEFAULT_SEGMENT_TAG = "segment: {segment}"
+DEFAULT_MAX_EXIT_RATIO = 0.2
+EXIT_MODES = ("keep", "remove_tag", "unsubscribe")
+DELETED_AT_FIELD = "_sdc_deleted_at"
+_TEMPLATE_FIELDS = frozenset({"stream", "segment"})
+
+
+class InvalidSegmentValue(ValueError):
+    """A record's segment field holds something that cannot name a segment."""
+
+
+# -- tags and segment names -----------------------------------------------------------------
+
+
+def validate_segment_tag_template(template: str | None) -> None:
+    """Raise ValueError (naming the setting) if the template uses anything but the placeholders.
+
+    Call once at start-up so a typo fails before any record is read.
+    """
+    if not template:
+        return
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"segment_tag {template!r} is not a valid template: {error}.") from None
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in _TEMPLATE_FIELDS or spec or conversion:
+            raise ValueError(
+                f"segment_tag {template!r} may use only {{stream}} and {{segment}} "
+                f"(found {{{name}}}); write literal braces as {{{{ and }}}}."
+            )
+
+
+def render_segment_tag(template: str | None, stream: str, segment: str) -> str | None:
+    """The tag members of ``segment`` carry, or None when tagging is disabled.
+
+    Args:
+        template: The ``segment_tag`` setting: None means the default ``segment: {segment}``; an
+            empty string disables segment tags.
+        stream: The stream name.
+        segment: The segment name (the stream name unless ``segment_field`` is set).
+    """
+    if template is None:
+        template = DEFAULT_SEGMENT_TAG
+    if template == "":
+        return None
+    validate_segment_tag_template(template)
+    tag = template.format(stream=stream, segment=segment).strip()
+    return tag or None
+
+
+def is_deleted_record(record: Mapping[str, Any]) -> bool:
+    """True if the record is a deletion (a non-empty ``_sdc_deleted_at``): an exit."""
+    return record.get(DELETED_AT_FIELD) not in (None, "")
+
+
+def _segment_name(value: Any) -> str | None:
+    if isinstance(value, bool):
+        raise InvalidSegmentValue(f"A segment name cannot be a boolean ({value}).")
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    if value is None:
+        return None
+    raise InvalidSegmentValue(f"A segment name must be a string, not {type(value).__name__}.")
+
+
+def segments_of(
+    record: Mapping[str, Any],
+    segment_field_getter: Callable[[Mapping[str, Any]], Any] | None,
+    stream: str,
+    *,
+    separator: str | None = None,
+) -> list[str]:
+    """The segments a record belongs to.
+
+    Args:
+        record: The Singer record.
+        segment_field_getter: Reads ``segment_field`` (e.g. ``mapping.make_getter(path)``); None
+            when the setting is absent: the stream is the segment.
+        stream: The stream name.
+        separator: If set, a string value is split on it (``"a,b"`` → ``["a", "b"]``); by default
+            a string is one segment name, so names may contain commas.
+
+    Returns:
+        Distinct names in first-seen order; empty when the field is missing, null, an empty string
+        or an empty list (the record belongs to no segment).
+
+    Raises:
+        InvalidSegmentValue: The value is not a string, number, or list of those.
+    """
+    if segment_field_getter is None:
+        return [stream]
+    value = segment_field_getter(record)
+    values: Iterable[Any]
+    if isinstance(value, (list, tuple)):
+        values = value
+    elif isinstance(value, str) and separator:
+        values = value.split(separator)
+    else:
+        values = (value,)
+    names: dict[str, None] = {}
+    for item in values:
+        if isinstance(item, (list, tuple, dict)):
+            raise InvalidSegmentValue(
+                f"A segment name must be a string, not {type(item).__name__}."
+            )
+        name = _segment_name(item)
+        if name is not None:
+            names[name] = None
+    return list(names)
+
+
+class SegmentMembership:
+    """Who a run saw in each segment, in record order (thread-safe).
+
+    A live record makes its contact a current member; a deleted record (``_sdc_deleted_at``)
+    makes it an explicit exit. The latest record for a contact wins.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[str, set[str]] = {}
+        self._deleted: dict[str, set[str]] = {}
+        self._records: dict[str, int] = {}
+
+    def saw(self, segment: str, key: str, *, deleted: bool = False) -> None:
+        """Record that ``key`` is in (or, with ``deleted``, was deleted from) ``segment``."""
+        with self._lock:
+            current = self._current.setdefault(segment, set())
+            gone = self._deleted.setdefault(segment, set())
+            if deleted:
+                current.discard(key)
+                gone.add(key)
+            else:
+                gone.discard(key)
+                current.add(key)
+
+    def count_record(self, segment: str) -> None:
+        """Count a record delivered for ``segment`` (rejected records count too)."""
+        with self._lock:
+            self._records[segment] = self._records.get(segment, 0) + 1
+
+    def segments(self) -> list[str]:
+        """Segments seen this run, sorted."""
+        with self._lock:
+            return sorted(set(self._current) | set(self._records))
+
+    def current(self, segment: str) -> set[str]:
+        """Members seen live in ``segment`` (a copy)."""
+        with self._lock:
+            return set(self._current.get(segment, ()))
+
+    def deleted(self, segment: str) -> set[str]:
+        """Contacts deleted from ``segment`` and not seen live afterwards (a copy)."""
+        with self._lock:
+            return set(self._deleted.get(segment, ()))
+
+    def records_seen(self, segment: str) -> int:
+        """Records delivered for ``segment``."""
+        with self._lock:
+            return self._records.get(segment, 0)
+
+    def in_other_segments(self, segment: str) -> set[str]:
+        """Contacts current in any segment of this run other than ``segment``.
+
+        Pass it as ``protected`` to :func:`compute_exits`.
+        """
+        with self._lock:
+            others: set[str] = set()
+            for name, members in self._current.items():
+                if name != segment:
+                    others |= members
+            return others
+
+
+# -- exits ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    """Who leaves a segment at the end of a run, and why (perhaps) nobody does.
+
+    Attributes:
+        leaving: Contacts that leave (empty when a guard stopped the exits).
+        skipped_reason: None when every exit was computed; otherwise why absent members are not
+            treated as leaving. When the only reason is that the stream is not a full snapshot,
+            ``leaving`` still holds the explicit deletions.
+        exceeds_ratio: True when more than ``max_exit_ratio`` of the members would leave: nobody
+            leaves and the run must exit non-zero with ``skipped_reason``.
+        protected: The leaving contacts still current in another segment of the same run: their
+            tag for this segment goes, but they are never unsubscribed.
+        members_before: How many members the segment had before the run.
+        would_leave: How many would have left without the ratio guard.
+    """
+
+    leaving: frozenset[str]
+    skipped_reason: str | None = None
+    exceeds_ratio: bool = False
+    protected: frozenset[str] = frozenset()
+    members_before: int = 0
+    would_leave: int = 0
+
+    @property
+    def unsubscribable(self) -> frozenset[str]:
+        """Leaving contacts that may be unsubscribed (not in another segment of the run)."""
+        return self.leaving - self.protected
+
+
+def _ratio_message(leaving: int, members: int, max_exit_ratio: float) -> str:
+    share = 100.0 * leaving / members
+    return (
+        f"{leaving} of {members} members ({share:.1f}%) would leave; max_exit_ratio is "
+        f"{max_exit_ratio:g}. Nobody was removed. If this is intended, raise max_exit_ratio "
+        "for one run."
+    )
+
+
+def compute_exits(
+    previous_members: Collection[str],
+    current_members: Collection[str],
+    deleted: Collection[str] = (),
+    *,
+    snapshot_complete: bool,
+    ended_normally: bool,
+    records_seen: int,
+    max_exit_ratio: float = DEFAULT_MAX_EXIT_RATIO,
+    protected: Collection[str] = (),
+) -> ExitDecision:
+    """Decide who leaves a segment, applying every guard (see the module docstring).
+
+    Args:
+        previous_members: Members before the run (the store's, else ``GET /contacts?tag=``).
+        current_members: Contacts seen live in the segment this run.
+        deleted: Contacts deleted from the segment this run (``_sdc_deleted_at``), not seen live
+            after their deletion.
+        snapshot_complete: The stream is a full snapshot (ACTIVATE_VERSION or
+            ``full_segment_snapshot``).
+        ended_normally: Input reached its end normally (not SIGTERM, not an error).
+        records_seen: Records the stream delivered this run (live, deleted or rejected).
+        max_exit_ratio: Largest share of ``previous_members`` allowed to leave (inclusive).
+        protected: Contacts current in another segment of the same run.
+
+    Returns:
+        The decision; only members the segment had before the run can leave.
+    """
+    if max_exit_ratio < 0:
+        raise ValueError("max_exit_ratio must be at least 0.")
+    previous = set(previous_members)
+    if not ended_normally:
+        return ExitDecision(
+            frozenset(),
+            "the input did not reach a normal end (interrupted or failed): exits are applied "
+            "only after a complete run",
+            members_before=len(previous),
+        )
+    if records_seen <= 0:
+        return ExitDecision(
+            frozenset(),
+            "the stream delivered no records: an empty stream never removes anyone",
+            members_before=len(previous),
+        )
+    current = set(current_members)
+    explicit = (set(deleted) & previous) - current
+    reason: str | None = None
+    if snapshot_complete:
+        leaving = previous - current
+    else:
+        leaving = explicit
+        reason = (
+            "the stream is not a full snapshot (no ACTIVATE_VERSION and full_segment_snapshot "
+            "is off): only explicit deletions (_sdc_deleted_at) are exits"
+        )
+    if leaving and len(leaving) / len(previous) > max_exit_ratio:
+        return ExitDecision(
+            frozenset(),
+            _ratio_message(len(leaving), len(previous), max_exit_ratio),
+            exceeds_ratio=True,
+            members_before=len(previous),
+            would_leave=len(leaving),
+        )
+    frozen = frozenset(leaving)
+    return ExitDecision(
+        frozen,
+        reason,
+        protected=frozen & frozenset(protected),
+        members_before=len(previous),
+        would_leave=len(leaving),
+    )
+
+
+@dataclass(frozen=True)
+class ExitActions:
+    """What to do for a segment's exits: remove ``tag`` from ``untag``; unsubscribe ``unsubscribe``.
+
+    After the actions succeed, remove ``leaving`` from the store's memberships.
+    """
+
+    tag: str | None
+    untag: frozenset[str] = frozenset()
+    unsubscribe: frozenset[str] = frozenset()
+    leaving: frozenset[str] = frozenset()
+
+
+def plan_exit_actions(mode: str, segment_tag: str | None, decision: ExitDecision) -> ExitActions:
+    """Turn an exit decision into actions for the ``on_segment_exit`` mode.
+
+    - ``keep``: nothing changes in Omnisend (the store still records the exits).
+    - ``remove_tag``: the leaving contacts lose the segment tag.
+    - ``unsubscribe``: the leaving contacts lose the segment tag, and those not in another segment
+      of the same run get their email channel unsubscribed (destructive, opt-in).
+
+    Raises:
+        ValueError: Unknown mode.
+    """
+    if mode not in EXIT_MODES:
+        raise ValueError(f"on_segment_exit must be one of {', '.join(EXIT_MODES)} (got {mode!r}).")
+    leaving = decision.leaving
+    untag = leaving if mode in ("remove_tag", "unsubscribe") and segment_tag else frozenset()
+    unsubscribe = decision.unsubscribable if mode == "unsubscribe" else frozenset()
+    return ExitActions(segment_tag, untag, unsubscribe, leaving)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def unsubscribe_payload(
+    key: str, api_version: str, *, now: str | None = None, send_welcome_message: bool = False
+) -> dict[str, Any]:
+    """The ``POST /contacts`` body (a batch item) that unsubscribes a contact, dated now.
+
+    An email key unsubscribes the email channel; a phone key (a contact without an email, whose
+    key is its E.164 phone) unsubscribes the sms channel. The date field follows the generation:
+    ``statusChangedAt`` on 2026-03-15, ``statusDate`` on v5.
+
+    Args:
+        key: The contact's key (``MappedContact.key``).
+        api_version: ``"2026-03-15"`` or ``"v5"``.
+        now: The status date (ISO 8601 UTC); default the current time.
+        send_welcome_message: Always sent explicitly; false unless configured.
+    """
+    date_key = "statusDate" if api_version == "v5" else "statusChangedAt"
+    kind, channel = ("email", "email") if "@" in key else ("phone", "sms")
+    return {
+        "identifiers": [
+            {
+                "type": kind,
+                "id": key,
+                "channels": {channel: {"status": "unsubscribed", date_key: now or _utc_now()}},
+                "sendWelcomeMessage": send_welcome_message,
+            }
+        ]
+    }
+
+
+# -- dry run --------------------------------------------------------------------------------
+
+DRY_RUN_CATEGORIES = ("created", "updated", "unchanged", "tagged", "untagged", "unsubscribed")
+
+
+def _mask(key: str) -> str:
+    return mask_email(key) if "@" in key else mask_phone(key)
+
+
+@dataclass
+class DryRunReport:
+    """What a dry run would have done, from the store: counts and a small masked sample.
+
+    Categories: ``created`` (unknown to the store), ``updated`` (changed or due for a resync),
+    ``unchanged``, ``tagged`` (segment entrants), ``untagged`` and ``unsubscribed`` (exits).
+    Thread-safe.
+    """
+
+    sample_size: int = 5
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DRY_RUN_CATEGORIES, 0))
+    samples: dict[str, list[str]] = field(
+        default_factory=lambda: {name: [] for name in DRY_RUN_CATEGORIES}
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, category: str, keys: Iterable[str]) -> None:
+        """Count ``keys`` under ``category``, keeping the first few (masked) as a sample."""
+        if category not in self.counts:
+            raise ValueError(f"Unknown dry-run category {category!r}.")
+        with self._lock:
+            sample = self.samples[category]
+            for key in keys:
+                self.counts[category] += 1
+                if len(sample) < self.sample_size:
+                    sample.append(_mask(key))
+
+    def add_send_reasons(self, reasons: Mapping[str, Any]) -> None:
+        """Count a batch classified by ``SyncStore.classify`` ({key: SendReason})."""
+        by_category: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+        for key, reason in reasons.items():
+            value = getattr(reason, "value", reason)
+            if value == "new":
+                by_category["created"].append(key)
+            elif value == "unchanged":
+                by_category["unchanged"].append(key)
+            else:
+                by_category["updated"].append(key)
+        for category, keys in by_category.items():
+            self.add(category, keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"would": {category: count}, "sample": {category: [masked keys]}}``."""
+        with self._lock:
+            return {
+                "would": dict(self.counts),
+                "sample": {name: list(keys) for name, keys in self.samples.items() if keys},
+            }
