@@ -1,0 +1,107 @@
+"""`SlidingWindowPacer`: keeps request starts under a limit per sliding time window.
+
+One pacer per brand and limit is shared by every sink and thread (see `client.shared_pacer`), so
+the whole process stays under Omnisend's per-brand limit and 429 answers stay rare. After a 429,
+`pause_until` holds every caller until the server's retry time has passed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["SlidingWindowPacer"]
+
+
+class SlidingWindowPacer:
+    """A true sliding window: at most `limit` starts within any `window` seconds.
+
+    A start at time `s` counts until the clock reaches `s + window`. `acquire()` blocks (through
+    the injected `sleep`) until a start fits, then records it. Thread-safe; sleeping happens
+    outside the lock, so a paused or saturated pacer never blocks callers of other methods.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        """Create a pacer allowing `limit` starts per `window` seconds of `clock`."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if window <= 0:
+            raise ValueError("window must be positive")
+        self.limit = int(limit)
+        self.window = float(window)
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: deque[float] = deque()
+        self._paused_until = float("-inf")
+        self._lock = threading.Lock()
+        self.waited = 0.0  # total seconds callers spent waiting (for stats and benchmarks)
+
+    def __repr__(self) -> str:
+        return f"SlidingWindowPacer(limit={self.limit}, window={self.window})"
+
+    def _delay(self, now: float) -> float:
+        """Seconds until a start may happen at `now` (0: it may start now). Lock held."""
+        if now < self._paused_until:
+            return self._paused_until - now
+        starts = self._starts
+        horizon = now - self.window
+        while starts and starts[0] <= horizon:
+            starts.popleft()
+        if len(starts) < self.limit:
+            return 0.0
+        return starts[0] - horizon
+
+    def try_acquire(self) -> float:
+        """Record a start if one fits now; return 0.0, else the seconds to wait first."""
+        with self._lock:
+            now = self._clock()
+            delay = self._delay(now)
+            if delay <= 0:
+                self._starts.append(now)
+            return delay
+
+    def acquire(self) -> float:
+        """Block until a request may start; record its start. Returns the seconds waited."""
+        waited = 0.0
+        while True:
+            delay = self.try_acquire()
+            if delay <= 0:
+                if waited:
+                    with self._lock:
+                        self.waited += waited
+                return waited
+            self._sleep(delay)
+            waited += delay
+
+    def pause_until(self, deadline: float) -> None:
+        """Hold every caller until `deadline` (on this pacer's clock), e.g. after a 429."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, deadline)
+
+    def pause_for(self, seconds: float) -> None:
+        """Hold every caller for `seconds` from now."""
+        self.pause_until(self._clock() + max(0.0, seconds))
+
+    @property
+    def paused_until(self) -> float:
+        """The clock time before which nobody may start (-inf when not paused)."""
+        with self._lock:
+            return self._paused_until
+
+    def in_window(self) -> int:
+        """How many starts the current window holds."""
+        with self._lock:
+            self._delay(self._clock())
+            return len(self._starts)
+
+    def now(self) -> float:
+        """The pacer's clock."""
+        return self._clock()

@@ -1,0 +1,531 @@
+"""`BatchPipeline`: pipelined batch submission, economical polling, per-contact accounting.
+
+`submit` cuts contacts into batches (the generation's item limit and at most 1 MB), submits
+them and returns without waiting for Omnisend to process them; at most `max_in_flight` batches
+are unconfirmed at once (a full pipeline pumps until any batch finishes). `pump` polls when due:
+one `GET /batches` answers for many batches, `/items` is read only for batches with errors or
+stopped ones. Each finished batch is accounted for with one `on_result(ticket, result)` call.
+Items a stopped batch never processed, or that failed with 5xx/429, are resubmitted (bounded);
+what cannot be accounted for raises `UnaccountedBatchError`.
+
+Sequence numbers: every `submit` gets the next number; `completed_through(seq)` says whether
+every submit numbered `seq` or lower is fully accounted for (the target's STATE gate).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from target_omnisend.client import (
+    BATCH_HEAD,
+    MAX_BODY_BYTES,
+    BatchStatus,
+    FatalApiError,
+    ItemOutcome,
+    PayloadTooLargeError,
+    encode_json,
+)
+
+__all__ = ["BatchPipeline", "BatchResult", "Rejection", "UnaccountedBatchError"]
+
+POLL_SHARE = 0.04  # polls stay at or below this share of requests at the configured rate
+MIN_POLL_GAP = 0.2
+DEFAULT_MAX_BATCH_AGE = 15 * 60.0
+DEFAULT_MAX_RESUBMITS = 5
+RETRYABLE_ITEM_CODES = frozenset({0, 408, 429, 500, 502, 503, 504, 520, 522, 524})
+TOO_LARGE = "The contact's payload is larger than Omnisend's 1 MB request limit."
+
+
+class UnaccountedBatchError(FatalApiError):
+    """A batch (or some of its contacts) could not be accounted for: the run must fail."""
+
+
+class Rejection(NamedTuple):
+    """A contact Omnisend refused, with its error text (unpacks as `contact, error`)."""
+
+    contact: Any
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The accounting of one batch: accepted contacts and rejections."""
+
+    accepted: list[Any]
+    rejected: list[Rejection]
+    batch_id: str | None = None
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One submitted chunk and what it needs for accounting."""
+
+    seq: int
+    ticket: Any
+    contacts: list[Any]
+    encoded: list[bytes]
+    submitted_at: float = 0.0
+    batch_id: str = ""
+    resubmits: int = 0
+
+
+@dataclass
+class _Failures:
+    messages: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+
+class BatchPipeline:
+    """Submits batches without waiting, polls economically, accounts for every contact."""
+
+    def __init__(
+        self,
+        client: Any,
+        max_in_flight: int,
+        on_result: Callable[[Any, BatchResult], None],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+        poll_interval: float | None = None,
+        max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
+        max_resubmits: int = DEFAULT_MAX_RESUBMITS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        """Wire the pipeline to a client (an `OmnisendClient` or anything shaped like it).
+
+        Args:
+            client: submits and polls batches (`dialect.batch_limit`, `submit_batch`, `poll`,
+                `batch_items`, `max_requests_per_minute`).
+            max_in_flight: batches submitted but not yet accounted for, at most.
+            on_result: `on_result(ticket, BatchResult)`, once per batch, from the polling
+                thread (calls never overlap).
+            clock: monotonic seconds (tests).
+            sleep: how to wait (tests).
+            poll_interval: seconds between polls while records flow; default adapts to the
+                client's rate so polls stay near 4 % of requests.
+            max_batch_age: seconds a batch may stay unfinished before the run fails.
+            max_resubmits: how often unprocessed or transiently failed items are resubmitted.
+            max_body_bytes: request body limit per batch.
+        """
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.client = client
+        self.max_in_flight = int(max_in_flight)
+        self.on_result = on_result
+        self._clock = clock
+        self._sleep = sleep
+        self.max_batch_age = float(max_batch_age)
+        self.max_resubmits = int(max_resubmits)
+        self.max_body_bytes = int(max_body_bytes)
+        self.batch_limit = int(client.dialect.batch_limit)
+        rate = float(getattr(client, "max_requests_per_minute", 400) or 400)
+        if poll_interval is None:
+            poll_interval = max(MIN_POLL_GAP, 60.0 / (POLL_SHARE * rate))
+        self.busy_gap = float(poll_interval)
+        self.idle_gap = max(min(MIN_POLL_GAP, self.busy_gap), self.busy_gap / 4)
+        self._latency = min(self.busy_gap, 1.0)  # submit → seen finished, learned as we go
+        self._lock = threading.RLock()
+        self._progress = threading.Condition(self._lock)
+        self._poll_lock = threading.Lock()
+        self._deliver_lock = threading.RLock()
+        self._outstanding: dict[str, _Batch] = {}
+        self._reserved = 0  # chunks being submitted right now
+        self._seq = 0
+        self._open: dict[int, int] = {}  # seq → unresolved units (chunks + the submit itself)
+        self._done_through = 0
+        self._broken: set[int] = set()  # seqs that can never complete
+        self._failures = _Failures()
+        self._last_poll = -math.inf
+        self._next_due = math.inf
+        self.polls = 0
+        self.batches_submitted = 0
+        self.resubmitted_batches = 0
+
+    # -- sequence numbers -------------------------------------------------------------------------
+
+    def outstanding_seq(self) -> int:
+        """The highest sequence number handed out so far (0 before the first submit)."""
+        with self._lock:
+            return self._seq
+
+    def completed_seq(self) -> int:
+        """The highest S such that every submit numbered S or lower is accounted for."""
+        with self._lock:
+            return self._done_through
+
+    def completed_through(self, seq: int) -> bool:
+        """Whether every submit numbered `seq` or lower is finished and accounted for."""
+        with self._lock:
+            return self._done_through >= seq
+
+    def _unit_done(self, seq: int) -> None:
+        """One chunk (or the submit call) of `seq` is accounted for. Lock held."""
+        self._open[seq] -= 1
+        while True:
+            following = self._done_through + 1
+            if following > self._seq or following in self._broken:
+                break
+            if self._open.get(following, 0) > 0:
+                break
+            self._open.pop(following, None)
+            self._done_through = following
+
+    @property
+    def in_flight(self) -> int:
+        """Batches submitted (or being submitted) and not yet accounted for."""
+        with self._lock:
+            return len(self._outstanding) + self._reserved
+
+    # -- submitting -------------------------------------------------------------------------------
+
+    def submit(self, contacts: Sequence[Any], ticket: Any) -> int:
+        """Submit contacts (objects with `.key`, `.email`, `.phone`, `.payload`); returns the seq.
+
+        Returns once every chunk is submitted; processing at Omnisend continues. Raises
+        `FatalApiError`/`TransientApiError` from the client, and `UnaccountedBatchError` when an
+        earlier batch could not be accounted for.
+        """
+        self._raise_failures()
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._open[seq] = 1
+        try:
+            chunks, too_large = self._chunks(list(contacts))
+            if too_large:
+                self._deliver(ticket, BatchResult([], too_large))
+            for chunk_contacts, encoded in chunks:
+                self._wait_for_slot()
+                self._submit_chunk(_Batch(seq, ticket, chunk_contacts, encoded), slot_reserved=True)
+        except BaseException:
+            with self._lock:
+                self._broken.add(seq)
+            raise
+        with self._lock:
+            self._unit_done(seq)
+        self.pump()
+        return seq
+
+    def _chunks(self, contacts: list[Any]) -> tuple[list[tuple[list, list[bytes]]], list]:
+        """Cut into chunks of ≤ batch_limit items and ≤ max_body_bytes; oversized contacts."""
+        room = self.max_body_bytes - len(BATCH_HEAD) - 2
+        chunks: list[tuple[list, list[bytes]]] = []
+        too_large: list[Rejection] = []
+        current: list[Any] = []
+        encoded: list[bytes] = []
+        size = 0
+        for contact in contacts:
+            item = encode_json(contact.payload)
+            if len(item) > room:
+                too_large.append(Rejection(contact, TOO_LARGE))
+                continue
+            if current and (len(current) >= self.batch_limit or size + 1 + len(item) > room):
+                chunks.append((current, encoded))
+                current, encoded, size = [], [], 0
+            size += len(item) + (1 if current else 0)
+            current.append(contact)
+            encoded.append(item)
+        if current:
+            chunks.append((current, encoded))
+        return chunks, too_large
+
+    def _submit_chunk(self, batch: _Batch, slot_reserved: bool = False) -> None:
+        """Submit one chunk (splitting it on 413) and register it as outstanding."""
+        with self._lock:
+            self._open[batch.seq] += 1
+            if not slot_reserved:
+                self._reserved += 1
+        try:
+            batch_id = self.client.submit_batch(
+                [c.payload for c in batch.contacts], encoded=batch.encoded
+            )
+        except PayloadTooLargeError:
+            with self._lock:
+                self._reserved -= 1
+            self._split_too_large(batch)
+            with self._lock:
+                self._unit_done(batch.seq)
+                self._progress.notify_all()
+            return
+        except BaseException:
+            with self._lock:
+                self._reserved -= 1
+                self._progress.notify_all()
+            raise
+        now = self._clock()
+        with self._lock:
+            self._reserved -= 1
+            batch.batch_id = batch_id
+            batch.submitted_at = now
+            self._outstanding[batch_id] = batch
+            self.batches_submitted += 1
+            self._schedule()
+
+    def _split_too_large(self, batch: _Batch) -> None:
+        """413: submit each half on its own; a single item that is too large is rejected."""
+        if len(batch.contacts) == 1:
+            self._deliver(batch.ticket, BatchResult([], [Rejection(batch.contacts[0], TOO_LARGE)]))
+            return
+        middle = len(batch.contacts) // 2
+        for part in (slice(None, middle), slice(middle, None)):
+            self._submit_chunk(
+                _Batch(
+                    batch.seq,
+                    batch.ticket,
+                    batch.contacts[part],
+                    batch.encoded[part],
+                    resubmits=batch.resubmits,
+                )
+            )
+
+    def _wait_for_slot(self) -> None:
+        """Pump until fewer than `max_in_flight` batches are unconfirmed."""
+        while True:
+            self._raise_failures()
+            with self._lock:
+                if len(self._outstanding) + self._reserved < self.max_in_flight:
+                    self._reserved += 1  # the slot is ours; _submit_chunk takes it over
+                    return
+            self._wait_for_progress()
+
+    # -- polling ----------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Recompute when the next non-blocking poll is due. Lock held."""
+        if not self._outstanding:
+            self._next_due = math.inf
+            return
+        oldest = next(iter(self._outstanding.values())).submitted_at
+        self._next_due = max(oldest + self._latency, self._last_poll + self.busy_gap)
+
+    def _blocked_due(self) -> float:
+        """When a caller with nothing else to do should poll next. Lock held."""
+        if not self._outstanding:
+            return self._clock()
+        oldest = min(b.submitted_at for b in self._outstanding.values())
+        return max(oldest + self._latency, self._last_poll + self.idle_gap)
+
+    def pump(self) -> None:
+        """Poll if due (cheap when not); account for finished batches."""
+        if self._clock() < self._next_due:
+            self._raise_failures()
+            return
+        if self._poll_lock.acquire(blocking=False):
+            try:
+                if self._clock() >= self._next_due:
+                    self._poll_once()
+            finally:
+                self._poll_lock.release()
+        self._raise_failures()
+
+    def _wait_for_progress(self) -> None:
+        """Block until some batch is accounted for (or a poll showed nothing new)."""
+        if not self._poll_lock.acquire(blocking=False):
+            with self._progress:
+                self._progress.wait(timeout=0.05)
+            return
+        try:
+            with self._lock:
+                if not self._outstanding:
+                    return
+                due = self._blocked_due()
+            delay = due - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+            self._poll_once()
+        finally:
+            self._poll_lock.release()
+
+    def wait_all(self) -> None:
+        """Block until everything submitted is accounted for (raises if something is not)."""
+        while True:
+            self._raise_failures()
+            with self._lock:
+                if not self._outstanding and not self._reserved:
+                    return
+                idle = not self._outstanding
+            if idle:  # another thread is submitting: wait for it
+                with self._progress:
+                    self._progress.wait(timeout=0.05)
+                continue
+            self._wait_for_progress()
+
+    def _poll_once(self) -> None:
+        """One poll round: statuses of every outstanding batch, then accounting."""
+        now = self._clock()
+        with self._lock:
+            ids = list(self._outstanding)
+            self._last_poll = now
+            self._schedule()
+        if not ids:
+            return
+        statuses: dict[str, BatchStatus] = self.client.poll(ids)
+        self.polls += 1
+        now = self._clock()
+        for batch_id in ids:
+            status = statuses.get(batch_id)
+            with self._lock:
+                batch = self._outstanding.get(batch_id)
+            if batch is None:
+                continue
+            if status is not None and status.done:
+                self._learn_latency(now - batch.submitted_at)
+                self._resolve(batch, status)
+            elif now - batch.submitted_at > self.max_batch_age:
+                self._fail(
+                    batch,
+                    f"batch {batch_id} was still {status.status if status else 'unreported'} "
+                    f"after {self.max_batch_age:g} s",
+                )
+        with self._lock:
+            self._schedule()
+            self._progress.notify_all()
+
+    def _learn_latency(self, observed: float) -> None:
+        """Track how long batches take (observations include polling delay, so lean low)."""
+        with self._lock:
+            if observed < self._latency:
+                self._latency = max(0.0, observed)
+            else:
+                self._latency += 0.1 * (observed - self._latency)
+
+    # -- accounting -------------------------------------------------------------------------------
+
+    def _resolve(self, batch: _Batch, status: BatchStatus) -> None:
+        """Account for a batch that ended (finished, stopped or gone)."""
+        if status.status == "missing":
+            self._fail(batch, f"batch {batch.batch_id} is unknown to Omnisend (404)")
+            return
+        if status.status == "finished" and status.errors == 0 and status.finished >= status.total:
+            self._close(batch, BatchResult(list(batch.contacts), [], batch.batch_id))
+            return
+        outcomes = self.client.batch_items(batch.batch_id)
+        accepted, rejected, retry = match_outcomes(batch.contacts, outcomes)
+        if retry and batch.resubmits < self.max_resubmits:
+            indexes = {id(c): i for i, c in enumerate(batch.contacts)}
+            again = _Batch(
+                batch.seq,
+                batch.ticket,
+                retry,
+                [batch.encoded[indexes[id(c)]] for c in retry],
+                resubmits=batch.resubmits + 1,
+            )
+            with self._lock:
+                self.resubmitted_batches += 1
+            self._submit_chunk(again)
+            retry = []
+        self._close(batch, BatchResult(accepted, rejected, batch.batch_id))
+        if retry:
+            self._fail(
+                None,
+                f"batch {batch.batch_id} ended {status.status} with {len(retry)} contacts "
+                f"unprocessed after {batch.resubmits} resubmissions",
+                seq=batch.seq,
+            )
+
+    def _deliver(self, ticket: Any, result: BatchResult) -> None:
+        """Call `on_result`; calls never overlap."""
+        with self._deliver_lock:
+            self.on_result(ticket, result)
+
+    def _close(self, batch: _Batch, result: BatchResult) -> None:
+        """Report a batch's result and forget it."""
+        try:
+            self._deliver(batch.ticket, result)
+        finally:
+            with self._lock:
+                self._outstanding.pop(batch.batch_id, None)
+                self._unit_done(batch.seq)
+                self._schedule()
+                self._progress.notify_all()
+
+    def _fail(self, batch: _Batch | None, message: str, seq: int | None = None) -> None:
+        """Record what cannot be accounted for; the next pump/wait_all/submit raises."""
+        with self._lock:
+            if batch is not None:
+                self._outstanding.pop(batch.batch_id, None)
+                seq = batch.seq
+            if seq is not None:
+                self._broken.add(seq)
+            self._failures.add(message)
+            self._schedule()
+            self._progress.notify_all()
+
+    def _raise_failures(self) -> None:
+        with self._lock:
+            messages = list(self._failures.messages)
+        if messages:
+            raise UnaccountedBatchError(
+                "Batches could not be accounted for: "
+                + "; ".join(messages[:5])
+                + (f" (and {len(messages) - 5} more)" if len(messages) > 5 else "")
+                + ". No STATE is written for them, so the next run replays them."
+            )
+
+
+def match_outcomes(
+    contacts: Sequence[Any], outcomes: Sequence[ItemOutcome]
+) -> tuple[list[Any], list[Rejection], list[Any]]:
+    """Map item outcomes back to contacts by the identifiers their requests echo.
+
+    Returns (accepted, rejected, retry): retry holds contacts without an outcome (never
+    processed) and those whose item failed transiently (5xx, 429, timeouts).
+    """
+    by_identifier: dict[str, deque[int]] = {}
+    for index, contact in enumerate(contacts):
+        for value in _identifiers_of_contact(contact):
+            by_identifier.setdefault(value, deque()).append(index)
+    answered: dict[int, ItemOutcome] = {}
+    for outcome in outcomes:
+        index = _claim(by_identifier, outcome.request, answered)
+        if index is not None:
+            answered[index] = outcome
+    accepted: list[Any] = []
+    rejected: list[Rejection] = []
+    retry: list[Any] = []
+    for index, contact in enumerate(contacts):
+        outcome = answered.get(index)
+        if outcome is None or (not outcome.ok and outcome.response_code in RETRYABLE_ITEM_CODES):
+            retry.append(contact)
+        elif outcome.ok:
+            accepted.append(contact)
+        else:
+            error = outcome.error or f"item answered {outcome.response_code}"
+            rejected.append(Rejection(contact, error))
+    return accepted, rejected, retry
+
+
+def _identifiers_of_contact(contact: Any) -> list[str]:
+    values = []
+    payload = getattr(contact, "payload", None) or {}
+    for identifier in payload.get("identifiers") or []:
+        if isinstance(identifier, dict) and identifier.get("id"):
+            values.append(str(identifier["id"]))
+    for name in ("email", "phone"):
+        value = getattr(contact, name, None)
+        if value and value not in values:
+            values.append(str(value))
+    return values
+
+
+def _claim(
+    by_identifier: dict[str, deque[int]], request: dict, answered: dict[int, ItemOutcome]
+) -> int | None:
+    """The first not-yet-answered contact sharing an identifier with the request."""
+    for identifier in request.get("identifiers") or []:
+        value = identifier.get("id") if isinstance(identifier, dict) else None
+        queue = by_identifier.get(str(value)) if value else None
+        while queue:
+            index = queue[0]
+            if index in answered:
+                queue.popleft()
+                continue
+            return index
+    return None
