@@ -40,6 +40,7 @@ __all__ = [
     "SegmentMembership",
     "compute_exits",
     "is_deleted_record",
+    "membership_key",
     "plan_exit_actions",
     "render_segment_tag",
     "segments_of",
@@ -163,11 +164,23 @@ def segments_of(
     return list(names)
 
 
+def membership_key(template: str | None, stream: str, segment: str) -> str:
+    """The name a segment's memberships are kept under in the sync store.
+
+    The segment tag when tags are enabled; otherwise the default tag rendering, so membership
+    (and so exits) still work with ``segment_tag: ""``.
+    """
+    tag = render_segment_tag(template, stream, segment)
+    return tag or render_segment_tag(None, stream, segment) or f"segment: {stream}"
+
+
 class SegmentMembership:
     """Who a run saw in each segment, in record order (thread-safe).
 
-    A live record makes its contact a current member; a deleted record (``_sdc_deleted_at``)
-    makes it an explicit exit. The latest record for a contact wins.
+    Segments are named by their membership key (see :func:`membership_key`). A live record makes
+    its contact a current member; a deleted record (``_sdc_deleted_at``) makes it an explicit exit.
+    The latest record for a contact wins. Records are counted per stream: the "empty stream" guard
+    of :func:`compute_exits` is about the stream, not each segment within it.
     """
 
     def __init__(self) -> None:
@@ -175,10 +188,12 @@ class SegmentMembership:
         self._current: dict[str, set[str]] = {}
         self._deleted: dict[str, set[str]] = {}
         self._records: dict[str, int] = {}
+        self._stream_segments: dict[str, dict[str, None]] = {}
 
-    def saw(self, segment: str, key: str, *, deleted: bool = False) -> None:
+    def saw(self, stream: str, segment: str, key: str, *, deleted: bool = False) -> None:
         """Record that ``key`` is in (or, with ``deleted``, was deleted from) ``segment``."""
         with self._lock:
+            self._stream_segments.setdefault(stream, {})[segment] = None
             current = self._current.setdefault(segment, set())
             gone = self._deleted.setdefault(segment, set())
             if deleted:
@@ -188,15 +203,21 @@ class SegmentMembership:
                 gone.discard(key)
                 current.add(key)
 
-    def count_record(self, segment: str) -> None:
-        """Count a record delivered for ``segment`` (rejected records count too)."""
+    def count_record(self, stream: str) -> None:
+        """Count a record the stream delivered (live, deleted or rejected alike)."""
         with self._lock:
-            self._records[segment] = self._records.get(segment, 0) + 1
+            self._records[stream] = self._records.get(stream, 0) + 1
+            self._stream_segments.setdefault(stream, {})
 
-    def segments(self) -> list[str]:
-        """Segments seen this run, sorted."""
+    def streams(self) -> list[str]:
+        """Streams that delivered records or members this run, sorted."""
         with self._lock:
-            return sorted(set(self._current) | set(self._records))
+            return sorted(self._stream_segments)
+
+    def segments_of_stream(self, stream: str) -> list[str]:
+        """Segments the stream's records named this run, in first-seen order."""
+        with self._lock:
+            return list(self._stream_segments.get(stream, ()))
 
     def current(self, segment: str) -> set[str]:
         """Members seen live in ``segment`` (a copy)."""
@@ -208,10 +229,10 @@ class SegmentMembership:
         with self._lock:
             return set(self._deleted.get(segment, ()))
 
-    def records_seen(self, segment: str) -> int:
-        """Records delivered for ``segment``."""
+    def records_seen(self, stream: str) -> int:
+        """Records the stream delivered this run."""
         with self._lock:
-            return self._records.get(segment, 0)
+            return self._records.get(stream, 0)
 
     def in_other_segments(self, segment: str) -> set[str]:
         """Contacts current in any segment of this run other than ``segment``.

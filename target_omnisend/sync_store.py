@@ -6,7 +6,10 @@ tables, both keyed by brand so one file can serve several Omnisend accounts:
 - ``contacts(brand, email_key, fingerprint, confirmed_at)``: the fingerprint of the payload that
   Omnisend last confirmed for a contact (``email_key`` is the mapping's de-duplication key: the
   normalised email, else the E.164 phone), and when (epoch seconds, UTC).
-- ``memberships(brand, segment_tag, email_key, since)``: who carries which segment tag.
+- ``memberships(brand, segment_tag, email_key, since)``: who carries which segment tag
+  (``segment_tag`` is the segment's membership key: its tag, see ``segments.membership_key``).
+- ``segments(brand, segment_tag, stream, segment, registered_at)``: which stream each segment came
+  from, so a segment that vanished from its stream is still checked for exits.
 
 Rules the callers rely on:
 
@@ -70,6 +73,14 @@ CREATE TABLE IF NOT EXISTS memberships (
     PRIMARY KEY (brand, segment_tag, email_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memberships_by_contact ON memberships (brand, email_key);
+CREATE TABLE IF NOT EXISTS segments (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    segment TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    PRIMARY KEY (brand, segment_tag)
+) WITHOUT ROWID;
 """
 
 
@@ -155,10 +166,17 @@ def _make_private_dir(directory: Path) -> None:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the file 0600 if missing (before SQLite does, with the process umask)."""
+    """Create the file 0600 if missing (before SQLite does, with the process umask).
+
+    An existing database readable by others (and its -wal/-shm files) is made owner-only.
+    """
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):
+                if file.stat().st_mode & 0o077:
+                    os.chmod(file, 0o600)
         return
     os.close(fd)
     os.chmod(path, 0o600)
@@ -452,6 +470,20 @@ class SyncStore:
             )
             return [tag for (tag,) in rows]
 
+    def non_members(self, segment_tag: str, keys: Iterable[str]) -> set[str]:
+        """The ``keys`` the store does not know as members of the segment: its entrants."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._lock:
+            for chunk in _chunks(wanted):
+                rows = self._conn.execute(
+                    "SELECT email_key FROM memberships WHERE brand = ? AND segment_tag = ? "
+                    "AND email_key IN (SELECT value FROM json_each(?))",
+                    (self.brand, segment_tag, json.dumps(list(chunk))),
+                )
+                found.update(key for (key,) in rows)
+        return set(wanted) - found
+
     def add_members(
         self, segment_tag: str, keys: Iterable[str], *, now: float | None = None
     ) -> None:
@@ -507,6 +539,33 @@ class SyncStore:
                 "VALUES (?, ?, ?, ?)",
                 [(self.brand, segment_tag, key, since) for key in wanted - current],
             )
+
+    # -- segment registry ------------------------------------------------------------------
+
+    def register_segments(
+        self, stream: str, segments: Mapping[str, str], *, now: float | None = None
+    ) -> None:
+        """Remember that ``stream`` names these segments ({membership key: segment name})."""
+        at = time.time() if now is None else now
+        rows = [(self.brand, tag, stream, name, at) for tag, name in segments.items()]
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO segments "
+                "(brand, segment_tag, stream, segment, registered_at) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def segments_of_stream(self, stream: str) -> dict[str, str]:
+        """{membership key: segment name} the store has seen ``stream`` name."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT segment_tag, segment FROM segments WHERE brand = ? AND stream = ? "
+                "ORDER BY segment_tag",
+                (self.brand, stream),
+            )
+            return dict(rows.fetchall())
 
     # -- lifecycle -------------------------------------------------------------------------
 

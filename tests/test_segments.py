@@ -16,6 +16,7 @@ from target_omnisend.segments import (
     SegmentMembership,
     compute_exits,
     is_deleted_record,
+    membership_key,
     plan_exit_actions,
     render_segment_tag,
     segments_of,
@@ -129,27 +130,38 @@ def test_deleted_records_are_recognised():
 
 def test_membership_latest_record_wins():
     seen = SegmentMembership()
-    seen.saw("vip", "a@x.io")
-    seen.saw("vip", "a@x.io", deleted=True)
-    seen.saw("vip", "b@x.io", deleted=True)
-    seen.saw("vip", "b@x.io")
-    seen.saw("churned", "c@x.io")
+    seen.saw("crm", "vip", "a@x.io")
+    seen.saw("crm", "vip", "a@x.io", deleted=True)
+    seen.saw("crm", "vip", "b@x.io", deleted=True)
+    seen.saw("crm", "vip", "b@x.io")
+    seen.saw("shop", "churned", "c@x.io")
     for _ in range(4):
-        seen.count_record("vip")
+        seen.count_record("crm")
     assert seen.current("vip") == {"b@x.io"}
     assert seen.deleted("vip") == {"a@x.io"}
-    assert seen.records_seen("vip") == 4
-    assert seen.records_seen("unknown") == 0
-    assert seen.segments() == ["churned", "vip"]
+    assert seen.records_seen("crm") == 4
+    assert seen.records_seen("shop") == 0
+    assert seen.streams() == ["crm", "shop"]
+    assert seen.segments_of_stream("crm") == ["vip"]
     assert seen.in_other_segments("vip") == {"c@x.io"}
     assert seen.in_other_segments("churned") == {"b@x.io"}
 
 
-def test_membership_counts_records_of_segments_without_members():
+def test_membership_counts_records_of_streams_without_members():
     seen = SegmentMembership()
-    seen.count_record("vip")  # e.g. a rejected record
-    assert seen.segments() == ["vip"]
+    seen.count_record("crm")  # e.g. a rejected record
+    assert seen.streams() == ["crm"]
+    assert seen.segments_of_stream("crm") == []
     assert seen.current("vip") == set()
+
+
+def test_one_stream_may_name_several_segments():
+    seen = SegmentMembership()
+    seen.saw("crm", "segment: a", "x@x.io")
+    seen.saw("crm", "segment: b", "x@x.io")
+    seen.saw("crm", "segment: b", "y@x.io")
+    assert seen.segments_of_stream("crm") == ["segment: a", "segment: b"]
+    assert seen.in_other_segments("segment: a") == {"x@x.io", "y@x.io"}
 
 
 def test_membership_is_thread_safe():
@@ -157,8 +169,8 @@ def test_membership_is_thread_safe():
 
     def work(worker: int) -> None:
         for index in range(500):
-            seen.saw("vip", f"{worker}-{index}@x.io")
-            seen.count_record("vip")
+            seen.saw("crm", "vip", f"{worker}-{index}@x.io")
+            seen.count_record("crm")
 
     threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
     for thread in threads:
@@ -166,7 +178,13 @@ def test_membership_is_thread_safe():
     for thread in threads:
         thread.join()
     assert len(seen.current("vip")) == 2000
-    assert seen.records_seen("vip") == 2000
+    assert seen.records_seen("crm") == 2000
+
+
+def test_membership_key_is_the_tag_or_the_default_rendering():
+    assert membership_key(None, "crm", "vip") == "segment: vip"
+    assert membership_key("{stream}:{segment}", "crm", "vip") == "crm:vip"
+    assert membership_key("", "crm", "vip") == "segment: vip"
 
 
 # -- exit guards -------------------------------------------------------------------------------

@@ -238,6 +238,24 @@ def test_replace_members_seeds_from_a_listing(store: SyncStore):
     assert store.members("segment: vip") == set()
 
 
+def test_non_members_are_the_entrants(store: SyncStore):
+    store.add_members("segment: vip", ["a@x.io", "b@x.io"], now=NOW)
+    keys = ["a@x.io", "c@x.io", "d@x.io", "c@x.io"]
+    assert store.non_members("segment: vip", keys) == {"c@x.io", "d@x.io"}
+    assert store.non_members("segment: other", keys) == {"a@x.io", "c@x.io", "d@x.io"}
+    assert store.non_members("segment: vip", []) == set()
+
+
+def test_segment_registry_remembers_streams(store: SyncStore):
+    store.register_segments("crm", {"segment: vip": "vip", "segment: new": "new"}, now=NOW)
+    store.register_segments("crm", {"segment: vip": "vip"}, now=NOW + 1)
+    store.register_segments("shop", {"segment: buyers": "buyers"}, now=NOW)
+    store.register_segments("shop", {}, now=NOW)
+    assert store.segments_of_stream("crm") == {"segment: new": "new", "segment: vip": "vip"}
+    assert store.segments_of_stream("shop") == {"segment: buyers": "buyers"}
+    assert store.segments_of_stream("none") == {}
+
+
 def test_a_failed_transaction_writes_nothing(store: SyncStore):
     store.confirm([("a@x.io", "f1")], now=NOW)
     with pytest.raises(sqlite3.IntegrityError):
@@ -295,6 +313,13 @@ def test_missing_parents_are_created_private_and_existing_dirs_left_alone(tmp_pa
     assert _mode(tmp_path / "a") == 0o700
     assert _mode(tmp_path / "a" / "b") == 0o700
     assert _mode(tmp_path) == 0o755
+
+
+def test_an_existing_database_readable_by_others_is_made_private(db_path: Path):
+    SyncStore(db_path, "brand-a").close()
+    db_path.chmod(0o644)
+    with SyncStore(db_path, "brand-a"):
+        assert _mode(db_path) == 0o600
 
 
 def test_database_uses_wal_and_the_current_schema(store: SyncStore, db_path: Path):
