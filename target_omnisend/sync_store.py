@@ -92,6 +92,10 @@ class SyncStoreLocked(SyncStoreError):
     """Another run of the same brand holds the store's run lock."""
 
 
+class _NotInitialised(SyncStoreError):
+    """A read-only open found an empty database (no run ever completed its set-up)."""
+
+
 class SendReason(str, Enum):
     """Why a contact is (or is not) sent, as classified against the store."""
 
@@ -213,6 +217,12 @@ class SyncStore:
         self._conn.isolation_level = None  # explicit BEGIN/COMMIT
         try:
             self._prepare()
+        except sqlite3.DatabaseError as error:
+            self._conn.close()
+            raise SyncStoreError(
+                f"{self.path} is not a usable target-omnisend sync store ({error}); move it "
+                "away or point sync_state_path elsewhere."
+            ) from None
         except BaseException:
             self._conn.close()
             raise
@@ -222,7 +232,7 @@ class SyncStore:
         """The store read-only, or None when there is none yet (a dry run never creates one)."""
         try:
             return cls(path, brand, read_only=True)
-        except FileNotFoundError:
+        except (FileNotFoundError, _NotInitialised):
             return None
 
     # -- setup -----------------------------------------------------------------------------
@@ -239,7 +249,7 @@ class SyncStore:
             )
         if self.read_only:
             if version != SCHEMA_VERSION:
-                raise SyncStoreError(f"The sync store {self.path} is not initialised.")
+                raise _NotInitialised(f"The sync store {self.path} is not initialised.")
             return
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

@@ -336,6 +336,20 @@ def test_newer_schema_is_refused(db_path: Path):
         SyncStore(db_path, "brand-a")
 
 
+def test_a_file_that_is_not_a_database_is_refused_clearly(db_path: Path):
+    db_path.parent.mkdir(mode=0o700)
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SyncStoreError, match="not a usable target-omnisend sync store"):
+        SyncStore(db_path, "brand-a")
+
+
+def test_dry_run_treats_an_empty_database_as_no_store(db_path: Path):
+    db_path.parent.mkdir(mode=0o700)
+    sqlite3.connect(db_path).close()
+    db_path.touch()
+    assert SyncStore.open_for_dry_run(db_path, "brand-a") is None
+
+
 def test_api_key_is_never_stored(tmp_path: Path):
     key = "KEY-THAT-MUST-NOT-LEAK-0123456789"
     path = tmp_path / "sync.sqlite"
