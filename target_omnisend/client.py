@@ -58,6 +58,7 @@ SEGMENTS_PAGE = 50
 # widened a little to absorb latency differences between requests.
 WINDOW_MARGIN = 0.02
 BASE_RATE_PER_MINUTE = 400  # Omnisend's per-brand limit, the reference for scaled pacing
+TAGS_RATE_PER_MINUTE = 60  # the tags endpoint's own limit
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 520, 522, 524})
 
@@ -241,20 +242,24 @@ def brand_of(api_key: str) -> str:
     return "k" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-def pacing_window(requests_per_minute: int) -> tuple[int, float]:
-    """(limit, window seconds) for a per-minute rate.
+def pacing_window(
+    requests_per_minute: int, nominal_per_minute: int = BASE_RATE_PER_MINUTE
+) -> tuple[int, float]:
+    """(limit, window seconds) for a per-minute rate of a bucket Omnisend limits per minute.
 
-    Up to Omnisend's 400/min the window is a minute. Above it (only useful against a sandbox
-    whose time runs faster) the window shrinks so bursts stay within 400 per scaled minute.
+    Up to the bucket's nominal limit (400/min for all requests, 60/min for tags) the window is
+    a minute. Above it (only useful against a sandbox whose time runs faster) the window shrinks
+    so bursts stay within the nominal limit per scaled minute.
     """
-    if requests_per_minute <= BASE_RATE_PER_MINUTE:
+    if requests_per_minute <= nominal_per_minute:
         return requests_per_minute, 60.0
-    return BASE_RATE_PER_MINUTE, 60.0 * BASE_RATE_PER_MINUTE / requests_per_minute
+    return nominal_per_minute, 60.0 * nominal_per_minute / requests_per_minute
 
 
 def shared_pacer(brand: str, bucket: str, requests_per_minute: int) -> SlidingWindowPacer:
     """The process-wide pacer of a brand's bucket ("all" or "tags") at a rate."""
-    limit, window = pacing_window(requests_per_minute)
+    nominal = TAGS_RATE_PER_MINUTE if bucket == "tags" else BASE_RATE_PER_MINUTE
+    limit, window = pacing_window(requests_per_minute, nominal)
     window *= 1.0 + WINDOW_MARGIN
     key = (brand, bucket, limit, window)
     with _PACERS_LOCK:
@@ -419,7 +424,7 @@ class OmnisendClient:
         self.pacer = pacer or shared_pacer(brand, "all", self.max_requests_per_minute)
         if tags_requests_per_minute is None:
             scale = max(1.0, self.max_requests_per_minute / BASE_RATE_PER_MINUTE)
-            tags_requests_per_minute = int(60 * scale)
+            tags_requests_per_minute = int(TAGS_RATE_PER_MINUTE * scale)
         self.tags_pacer = tags_pacer or shared_pacer(brand, "tags", tags_requests_per_minute)
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap

@@ -421,14 +421,14 @@ class BatchPipeline:
                 self.resubmitted_batches += 1
             self._submit_chunk(again)
             retry = []
-        self._close(batch, BatchResult(accepted, rejected, batch.batch_id))
-        if retry:
+        if retry:  # before closing, so the seq can never count as complete
             self._fail(
                 None,
                 f"batch {batch.batch_id} ended {status.status} with {len(retry)} contacts "
                 f"unprocessed after {batch.resubmits} resubmissions",
                 seq=batch.seq,
             )
+        self._close(batch, BatchResult(accepted, rejected, batch.batch_id))
 
     def _deliver(self, ticket: Any, result: BatchResult) -> None:
         """Call `on_result`; calls never overlap."""
