@@ -305,27 +305,49 @@ class BatchPipeline:
         oldest = next(iter(self._outstanding.values())).submitted_at
         self._next_due = max(oldest + self._latency, self._last_poll + self.busy_gap)
 
-    def _blocked_due(self) -> float:
-        """When a caller with nothing else to do should poll next. Lock held."""
+    def _blocked_due(self, final: bool) -> float:
+        """When a caller with nothing else to do should poll next. Lock held.
+
+        Waiting for a free slot, poll once the oldest quarter of the window is expected done
+        (one poll then frees several slots); waiting for everything (`final`), once the newest
+        batch is expected done. Never sooner than `idle_gap` after the previous poll.
+        """
         if not self._outstanding:
             return self._clock()
-        oldest = min(b.submitted_at for b in self._outstanding.values())
-        return max(oldest + self._latency, self._last_poll + self.idle_gap)
+        submitted = sorted(b.submitted_at for b in self._outstanding.values())
+        if final:
+            reference = submitted[-1]
+        else:
+            reference = submitted[min(len(submitted) - 1, max(0, self.max_in_flight // 4 - 1))]
+        return max(reference + self._latency, self._last_poll + self.idle_gap)
+
+    def _poll_budget_left(self) -> bool:
+        """Whether a poll now keeps polls within POLL_SHARE of the requests made so far."""
+        stats = getattr(self.client, "stats", None)
+        total = getattr(stats, "requests", None)
+        if not isinstance(total, int):
+            total = self.batches_submitted + self.polls
+        others = max(0, total - self.polls)
+        return self.polls < POLL_SHARE * others + 1
 
     def pump(self) -> None:
-        """Poll if due (cheap when not); account for finished batches."""
+        """Poll if due and within the polling budget (cheap when not); account for results."""
         if self._clock() < self._next_due:
             self._raise_failures()
             return
         if self._poll_lock.acquire(blocking=False):
             try:
                 if self._clock() >= self._next_due:
-                    self._poll_once()
+                    if self._poll_budget_left():
+                        self._poll_once()
+                    else:  # look again a little later rather than on every call
+                        with self._lock:
+                            self._next_due = self._clock() + self.busy_gap / 4
             finally:
                 self._poll_lock.release()
         self._raise_failures()
 
-    def _wait_for_progress(self) -> None:
+    def _wait_for_progress(self, final: bool = False) -> None:
         """Block until some batch is accounted for (or a poll showed nothing new)."""
         if not self._poll_lock.acquire(blocking=False):
             with self._progress:
@@ -335,7 +357,7 @@ class BatchPipeline:
             with self._lock:
                 if not self._outstanding:
                     return
-                due = self._blocked_due()
+                due = self._blocked_due(final)
             delay = due - self._clock()
             if delay > 0:
                 self._sleep(delay)
@@ -355,7 +377,7 @@ class BatchPipeline:
                 with self._progress:
                     self._progress.wait(timeout=0.05)
                 continue
-            self._wait_for_progress()
+            self._wait_for_progress(final=True)
 
     def _poll_once(self) -> None:
         """One poll round: statuses of every outstanding batch, then accounting."""
@@ -439,6 +461,10 @@ class BatchPipeline:
         """Report a batch's result and forget it."""
         try:
             self._deliver(batch.ticket, result)
+        except BaseException:
+            with self._lock:
+                self._broken.add(batch.seq)  # not accounted for: its seq never completes
+            raise
         finally:
             with self._lock:
                 self._outstanding.pop(batch.batch_id, None)
@@ -459,6 +485,8 @@ class BatchPipeline:
             self._progress.notify_all()
 
     def _raise_failures(self) -> None:
+        if not self._failures.messages:  # the common case, without taking the lock
+            return
         with self._lock:
             messages = list(self._failures.messages)
         if messages:

@@ -402,3 +402,100 @@ def test_polls_stay_a_small_share_of_requests(sandbox_factory: Callable[..., Any
     assert sum(requests["POST /api/batches"].values()) == 40
     assert polls <= 0.25 * total
     assert len(stored_emails(sandbox)) == 4000
+
+
+# -- polling schedule, with a fake client and a fake clock (unit tests of this module) ------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+class FakeClient:
+    """Batches finish `latency` seconds after submission; each request costs 60/rpm seconds."""
+
+    class dialect:  # mimics the client's attribute
+        batch_limit = 100
+
+    def __init__(self, clock: FakeClock, latency: float, rpm: int = 400) -> None:
+        self.clock = clock
+        self.latency = latency
+        self.max_requests_per_minute = rpm
+        self.submitted: dict[str, float] = {}
+        self.poll_times: list[float] = []
+        self.stats = type("Stats", (), {"requests": 0})()
+
+    def _request(self) -> None:
+        self.clock.now += 60.0 / self.max_requests_per_minute
+        self.stats.requests += 1
+
+    def submit_batch(self, items: list[dict], encoded: Any = None) -> str:
+        self._request()
+        batch_id = f"b{len(self.submitted)}"
+        self.submitted[batch_id] = self.clock.now
+        return batch_id
+
+    def poll(self, ids: list[str]) -> dict:
+        from target_omnisend.client import BatchStatus
+
+        self._request()
+        self.poll_times.append(self.clock.now)
+        return {
+            i: BatchStatus(
+                i, "finished" if self.clock.now >= t + self.latency else "pending", 1, 1, 0
+            )
+            for i, t in self.submitted.items()
+            if i in ids
+        }
+
+
+def fake_pipeline(latency: float, max_in_flight: int = 64) -> tuple[BatchPipeline, FakeClient]:
+    clock = FakeClock()
+    client = FakeClient(clock, latency)
+    pipeline = BatchPipeline(client, max_in_flight, Recorder(), clock=clock, sleep=clock.sleep)
+    return pipeline, client
+
+
+def test_streaming_polls_stay_within_four_percent_of_requests() -> None:
+    pipeline, client = fake_pipeline(latency=4.0)
+    for wave in range(500):
+        pipeline.submit(contacts(1, f"w{wave}-"), wave)
+        for _ in range(100):  # the target pumps after every record
+            pipeline.pump()
+    streaming_polls = len(client.poll_times)
+    pipeline.wait_all()
+    assert streaming_polls <= 0.04 * 500 + 1
+    assert pipeline.completed_through(500)
+    assert len(client.poll_times) <= streaming_polls + 2
+
+
+def test_the_final_wait_polls_when_the_newest_batch_is_expected_done() -> None:
+    pipeline, client = fake_pipeline(latency=2.0)
+    for wave in range(30):  # learn the latency
+        pipeline.submit(contacts(1, f"a{wave}-"), wave)
+        pipeline.pump()
+    pipeline.wait_all()
+    polls_before = len(client.poll_times)
+    for wave in range(10):
+        pipeline.submit(contacts(1, f"b{wave}-"), wave)
+    newest = max(client.submitted.values())
+    pipeline.wait_all()
+    final_polls = client.poll_times[polls_before:]
+    assert len(final_polls) <= 2
+    assert final_polls[-1] <= newest + 2.0 + pipeline.idle_gap + 0.5
+
+
+def test_a_full_pipeline_frees_several_slots_per_poll() -> None:
+    pipeline, client = fake_pipeline(latency=4.0, max_in_flight=32)
+    for wave in range(320):
+        pipeline.submit(contacts(1, f"c{wave}-"), wave)
+    pipeline.wait_all()
+    assert pipeline.completed_through(320)
+    assert len(client.poll_times) <= 320 / 4
