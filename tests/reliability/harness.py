@@ -186,11 +186,30 @@ def reject_rows(path: Path) -> list[dict[str, Any]]:
     return [m["record"] for m in messages if m.get("type") == "RECORD"]
 
 
+# The shipped CLI, with only the SDK's full-drain interval shortened (it writes STATE on each full
+# drain, by default every 5 minutes): lets a seconds-long test see STATE lines mid-run.
+SHORT_DRAIN_CODE = (
+    "import sys; from target_omnisend.target import TargetOmnisend as T; "
+    "T._MAX_RECORD_AGE_IN_MINUTES = float(sys.argv.pop(1)) / 60; T.cli()"
+)
+
+
 class TargetRun:
     """A prepared invocation: a work directory and a config file outside it."""
 
-    def __init__(self, tmp_path: Path, config: dict[str, Any], name: str = "run") -> None:
-        """Write the config outside the work directory, so output scans never see it."""
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: dict[str, Any],
+        name: str = "run",
+        drain_every_seconds: float | None = None,
+    ) -> None:
+        """Write the config outside the work directory, so output scans never see it.
+
+        `drain_every_seconds` runs the same CLI entry point with the SDK's full-drain (and so
+        STATE) interval shortened from 5 minutes; None runs the installed `target-omnisend`.
+        """
+        self.drain_every_seconds = drain_every_seconds
         self.work = tmp_path / name
         self.work.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -202,7 +221,10 @@ class TargetRun:
     @property
     def argv(self) -> list[str]:
         """The command line."""
-        return [EXECUTABLE, "--config", str(self.config_path)]
+        if self.drain_every_seconds is None:
+            return [EXECUTABLE, "--config", str(self.config_path)]
+        interval = str(self.drain_every_seconds)
+        return [sys.executable, "-c", SHORT_DRAIN_CODE, interval, "--config", str(self.config_path)]
 
     def run(self, stdin: bytes | str, timeout: float = 120) -> RunOutcome:
         """Run to the end with `stdin` as input."""
