@@ -546,6 +546,7 @@ class OmnisendClient:
                 status = response.status_code
                 self.stats.count(endpoint, status)
                 if status < 300 or (status == 404 and allow_404):
+                    self._honour_rate_headers(response)
                     return response
                 if status == 429:
                     throttled += 1
@@ -585,6 +586,21 @@ class OmnisendClient:
                 delay,
             )
             self._sleep(delay)
+
+    def _honour_rate_headers(self, response: requests.Response) -> None:
+        """v5 reports its window: with nothing remaining, hold everyone until it resets.
+
+        This keeps 429s away even when other apps spend part of the brand's budget.
+        """
+        remaining = response.headers.get("X-Rate-Limit-Remaining")
+        if remaining is None or remaining.strip() not in ("0", "0.0"):
+            return
+        try:
+            reset = float(response.headers.get("X-Rate-Limit-Reset") or 0)
+        except ValueError:
+            return
+        if reset > 0:
+            self.pacer.pause_for(reset)
 
     def _body_text(self, response: requests.Response) -> str:
         try:

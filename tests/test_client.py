@@ -364,6 +364,16 @@ def test_429_honours_retry_after_and_pauses_everyone(
     assert dump["rate_limited"] <= 3  # everyone paused: not one 429 per queued request
 
 
+def test_v5_rate_headers_hold_requests_before_a_429(sandbox_factory: Callable[..., Any]) -> None:
+    """Another app spent the budget: v5's X-Rate-Limit-Remaining 0 pauses instead of a 429."""
+    sandbox = sandbox_factory(rate_limit_per_minute=3, time_scale=60, batch_processing_delay=0)
+    client = make_client(sandbox, "v5", pacer=SlidingWindowPacer(10_000, 60))
+    for address in emails(7):
+        client.submit_batch([contact_item(address, "v5")])
+    assert sandbox.dump()["rate_limited"] == 0
+    assert requests_to(sandbox, "POST /v5/batches") == {"200": 7}
+
+
 def test_the_pacer_keeps_a_tight_limit_without_429s(sandbox_factory: Callable[..., Any]) -> None:
     sandbox = sandbox_factory(rate_limit_per_minute=10, time_scale=60, batch_processing_delay=0)
     pacer = SlidingWindowPacer(10, 1.0 * 1.02)  # the sandbox's 10 per (60 / 60) s
