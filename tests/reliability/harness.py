@@ -203,6 +203,7 @@ class TargetRun:
         config: dict[str, Any],
         name: str = "run",
         drain_every_seconds: float | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """Write the config outside the work directory, so output scans never see it.
 
@@ -210,6 +211,7 @@ class TargetRun:
         STATE) interval shortened from 5 minutes; None runs the installed `target-omnisend`.
         """
         self.drain_every_seconds = drain_every_seconds
+        self.env = {**os.environ, **(env or {})}
         self.work = tmp_path / name
         self.work.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -234,6 +236,7 @@ class TargetRun:
             input=data,
             capture_output=True,
             cwd=self.work,
+            env=self.env,
             timeout=timeout,
             check=False,
         )
@@ -255,6 +258,7 @@ class TargetRun:
             stderr=self._stderr,
             text=True,
             cwd=self.work,
+            env=self.env,
         )
 
     def outcome(self, process: subprocess.Popen[str], stdout: str) -> RunOutcome:
