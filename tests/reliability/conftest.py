@@ -6,12 +6,19 @@ Under xdist the controller may never load this file (it does not collect); then 
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 import pytest
 
-from tests.reliability.harness import results_path
+from tests.reliability.harness import SESSION_ENV, results_path
 from tests.reliability.report import render_table
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Name this session, so the table shows its rows only (xdist names its own sessions)."""
+    os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

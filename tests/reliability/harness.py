@@ -23,6 +23,7 @@ API_KEY = "brandx-SECRETKEY123456"
 SECRET = API_KEY.split("-", 1)[1]
 STREAM = "segment"
 RESULTS_FILE_ENV = "RELIABILITY_RESULTS"
+SESSION_ENV = "RELIABILITY_SESSION"
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -415,7 +416,13 @@ def record_result(result: Accounting) -> None:
     path = results_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({**result.as_row(), "at": time.time()}) + "\n")
+        row = {**result.as_row(), "session": session_id(), "at": time.time()}
+        handle.write(json.dumps(row) + "\n")
+
+
+def session_id() -> str:
+    """The pytest session's id, shared by its xdist workers (the report shows the latest)."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or os.environ.get(SESSION_ENV) or "?"
 
 
 def results_path() -> Path:

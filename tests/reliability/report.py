@@ -13,24 +13,39 @@ from typing import Any
 
 from tests.reliability.harness import results_path
 
-COLUMNS = ("scenario", "records_in", "accepted", "rejected", "merged", "lost")
+COLUMNS = ("scenario", "records_in", "accepted", "rejected", "merged", "lost", "seen")
+
+
+def seen(row: dict[str, Any]) -> str:
+    """What the sandbox saw of the fault: requests, 429s, injected faults, stopped batches."""
+    parts = []
+    if "requests" in row:
+        parts.append(f"{row['requests']} req")
+    if row.get("rate_limited"):
+        parts.append(f"{row['rate_limited']}x429")
+    parts += [f"{count} {name}" for name, count in sorted((row.get("faults") or {}).items())]
+    if row.get("stopped_batches"):
+        parts.append(f"{row['stopped_batches']} stopped")
+    if "states_checked" in row:
+        parts.append(f"{row['states_checked']} STATE checked")
+    return ", ".join(parts)
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
-    """The latest result row of each scenario, in scenario order."""
+    """The rows of the latest session (one per scenario), in scenario order."""
     if not path.exists():
         return []
-    latest: dict[str, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            latest[str(row["scenario"])] = row
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    if not rows:
+        return []
+    session = max(rows, key=lambda row: row.get("at", 0)).get("session")
+    latest = {str(row["scenario"]): row for row in rows if row.get("session") == session}
     return [latest[name] for name in sorted(latest)]
 
 
 def render_table(path: Path) -> str:
     """A fixed-width table of the rows (empty when there are none)."""
-    rows = load_rows(path)
+    rows = [{**row, "seen": seen(row)} for row in load_rows(path)]
     if not rows:
         return ""
     widths = {c: max(len(c), *(len(str(row.get(c, ""))) for row in rows)) for c in COLUMNS}

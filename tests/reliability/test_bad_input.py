@@ -15,6 +15,7 @@ import pytest
 
 from tests.reliability.harness import (
     API_KEY,
+    Accounting,
     Dataset,
     RunOutcome,
     TargetRun,
@@ -25,6 +26,7 @@ from tests.reliability.harness import (
     check_security,
     held_emails,
     record_message,
+    record_result,
     schema_message,
     singer_text,
 )
@@ -308,6 +310,7 @@ def test_mixed_case_duplicate_emails_merge_into_one_contact(sandbox: Any, tmp_pa
     assert dups[0]["firstName"] == "Second"  # the latest record wins
     assert not any(i["id"] == first["email"] for c in contacts for i in c["identifiers"])
     assert len(contacts) == 2  # records in 3 = 2 contacts + 0 rejects + 1 merged
+    record_result(Accounting("bad input: mixed-case duplicate emails", 3, 2, 0, 1, 0))
     check_security(outcome, emails=[first["email"], second["email"]])
 
 

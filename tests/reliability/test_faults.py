@@ -28,6 +28,7 @@ from tests.reliability.harness import (
     email_of,
     make_dataset,
     phone_of,
+    wait_for,
 )
 
 pytestmark = pytest.mark.reliability
@@ -38,6 +39,9 @@ RECORDS = 1000
 INVALID_EVERY = 97  # a few records with broken emails end in the rejects in every scenario
 STATE_EVERY = 100
 SECOND_APP_KEY = "brandx-SECONDAPPKEY777"
+STORM_429S = 4
+STORM_LIMIT = 100  # the brand's requests per (scaled) minute in the storm scenario
+STORM_RPM = 96  # what the second app spends of it
 
 
 @dataclass
@@ -137,16 +141,24 @@ def second_app_fills_the_window(sandbox: Any) -> None:
     time.sleep(60.0 / TIME_SCALE)
 
 
+def storm_then_calm(sandbox: Any) -> None:
+    """Keep the brand's budget spent until the target met `STORM_429S` refusals, then let the
+    second app use only part of it (a storm that passes, as in production)."""
+    wait_for(lambda: sandbox.dump()["rate_limited"] >= STORM_429S, timeout=60, interval=0.02)
+    sandbox.configure(second_app_rpm=STORM_RPM // 2)
+
+
 def test_429_storm_from_a_second_app(sandbox_factory: Any, tmp_path: Path) -> None:
-    # Another app of the brand spends 392 of its 400 requests per (scaled) minute.
+    # The brand's limit is lowered so the sandbox's second app can spend it precisely: it takes
+    # all but a few requests per (scaled) minute until the storm passes, then half.
     scenario = Scenario(
         "faults: 429 storm (second app)",
-        sandbox={"second_app_rpm": 392},
-        config={"batch_size_rows": 50},
+        sandbox={"rate_limit_per_minute": STORM_LIMIT, "second_app_rpm": STORM_RPM},
+        config={"batch_size_rows": 25},
         before=second_app_fills_the_window,
     )
-    dump, _ = run_scenario(sandbox_factory, tmp_path, scenario)
-    assert dump["rate_limited"] > 0
+    dump, _ = run_scenario(sandbox_factory, tmp_path, scenario, during=storm_then_calm)
+    assert dump["rate_limited"] >= STORM_429S
 
 
 def test_500_and_503_at_ten_percent(sandbox_factory: Any, tmp_path: Path) -> None:
