@@ -23,6 +23,7 @@ from tests.reliability.harness import (
     TargetRun,
     account,
     assert_clean_exit,
+    assert_clear_error,
     base_config,
     check_security,
     email_of,
@@ -222,3 +223,32 @@ def test_v5_with_errors_drops_and_item_errors_together(
     )
     dump, _ = run_scenario(sandbox_factory, tmp_path, scenario)
     assert sum(dump["faults_injected"].values()) > 0
+
+
+def test_batches_that_never_finish_fail_the_run_without_state(
+    sandbox_factory: Any, tmp_path: Path
+) -> None:
+    sandbox = sandbox_factory(time_scale=TIME_SCALE, stop_batches=True)
+    dataset = make_dataset(300, INVALID_EVERY)
+    config = base_config(sandbox, tmp_path / "run", max_requests_per_minute=RPM)
+    outcome = TargetRun(tmp_path, config).run(dataset.text(state_every=STATE_EVERY))
+    assert_clear_error(outcome, "Batches could not be accounted for: batch ")
+    assert "No STATE is written for them, so the next run replays them." in outcome.stderr
+    assert outcome.stdout == ""  # no STATE: the orchestrator replays the whole input
+    check_security(outcome, emails=[email_of(i) for i in range(0, 300, 7)])
+    # The replay, once Omnisend behaves again, leaves every valid record in the sandbox.
+    sandbox.configure(stop_batches=False)
+    replay = TargetRun(
+        tmp_path, base_config(sandbox, tmp_path / "replay", max_requests_per_minute=RPM), "replay"
+    )
+    again = replay.run(dataset.text(state_every=STATE_EVERY))
+    assert_clean_exit(again)
+    dump = sandbox.dump()
+    result = account(
+        "faults: batches always stopped, run fails, replay",
+        dataset,
+        dump,
+        again.reject_rows(),
+        **fault_figures(dump),
+    )
+    assert result.lost == 0
