@@ -15,6 +15,7 @@ every submit numbered `seq` or lower is fully accounted for (the target's STATE 
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections import deque
@@ -97,6 +98,8 @@ class BatchPipeline:
         max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
         max_resubmits: int = DEFAULT_MAX_RESUBMITS,
         max_body_bytes: int = MAX_BODY_BYTES,
+        background_results: bool = True,
+        max_result_backlog: int | None = None,
     ) -> None:
         """Wire the pipeline to a client (an `OmnisendClient` or anything shaped like it).
 
@@ -104,8 +107,11 @@ class BatchPipeline:
             client: submits and polls batches (`dialect.batch_limit`, `submit_batch`, `poll`,
                 `batch_items`, `max_requests_per_minute`).
             max_in_flight: batches submitted but not yet accounted for, at most.
-            on_result: `on_result(ticket, BatchResult)`, once per batch, from the polling
-                thread (calls never overlap).
+            on_result: `on_result(ticket, BatchResult)`, once per batch; calls never overlap.
+                They run on a results thread (or the polling thread when
+                `background_results` is False), so a slow callback (tag calls waiting for
+                their own rate limit) never holds up reading, submitting and polling. An
+                exception it raises is re-raised from the next `submit`/`pump`/`wait_all`.
             clock: monotonic seconds (tests).
             sleep: how to wait (tests).
             poll_interval: seconds between polls while records flow; default adapts to the
@@ -113,6 +119,10 @@ class BatchPipeline:
             max_batch_age: seconds a batch may stay unfinished before the run fails.
             max_resubmits: how often unprocessed or transiently failed items are resubmitted.
             max_body_bytes: request body limit per batch.
+            background_results: deliver results on a background thread.
+            max_result_backlog: finished batches whose results may wait for `on_result`
+                before submitting pauses (bounds memory); default 4 times max_in_flight, at
+                least 64.
         """
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -135,6 +145,12 @@ class BatchPipeline:
         self._progress = threading.Condition(self._lock)
         self._poll_lock = threading.Lock()
         self._deliver_lock = threading.RLock()
+        self.background_results = background_results
+        self.max_result_backlog = int(max_result_backlog or max(64, 4 * self.max_in_flight))
+        self._results: queue.SimpleQueue[tuple[Any, BatchResult, int] | None] = queue.SimpleQueue()
+        self._results_thread: threading.Thread | None = None
+        self._backlog = 0  # results not yet delivered
+        self._callback_error: BaseException | None = None
         self._outstanding: dict[str, _Batch] = {}
         self._reserved = 0  # chunks being submitted right now
         self._seq = 0
@@ -200,7 +216,7 @@ class BatchPipeline:
         try:
             chunks, too_large = self._chunks(list(contacts))
             if too_large:
-                self._deliver(ticket, BatchResult([], too_large))
+                self._account(seq, ticket, BatchResult([], too_large))
             for chunk_contacts, encoded in chunks:
                 self._wait_for_slot()
                 self._submit_chunk(_Batch(seq, ticket, chunk_contacts, encoded), slot_reserved=True)
@@ -271,7 +287,8 @@ class BatchPipeline:
     def _split_too_large(self, batch: _Batch) -> None:
         """413: submit each half on its own; a single item that is too large is rejected."""
         if len(batch.contacts) == 1:
-            self._deliver(batch.ticket, BatchResult([], [Rejection(batch.contacts[0], TOO_LARGE)]))
+            rejection = Rejection(batch.contacts[0], TOO_LARGE)
+            self._account(batch.seq, batch.ticket, BatchResult([], [rejection]))
             return
         middle = len(batch.contacts) // 2
         for part in (slice(None, middle), slice(middle, None)):
@@ -290,7 +307,10 @@ class BatchPipeline:
         while True:
             self._raise_failures()
             with self._lock:
-                if len(self._outstanding) + self._reserved < self.max_in_flight:
+                if (
+                    len(self._outstanding) + self._reserved < self.max_in_flight
+                    and self._backlog < self.max_result_backlog
+                ):
                     self._reserved += 1  # the slot is ours; _submit_chunk takes it over
                     return
             self._wait_for_progress()
@@ -355,7 +375,10 @@ class BatchPipeline:
             return
         try:
             with self._lock:
-                if not self._outstanding:
+                if not self._outstanding or (
+                    not final and self._backlog >= self.max_result_backlog
+                ):  # nothing to poll for: results are being delivered
+                    self._progress.wait(timeout=0.05)
                     return
                 due = self._blocked_due(final)
             delay = due - self._clock()
@@ -366,14 +389,19 @@ class BatchPipeline:
             self._poll_lock.release()
 
     def wait_all(self) -> None:
-        """Block until everything submitted is accounted for (raises if something is not)."""
+        """Block until everything submitted is accounted for (raises if something is not).
+
+        Before raising for what cannot be accounted for, results already known are delivered.
+        """
         while True:
+            if self._failures.messages:
+                self._drain_results()
             self._raise_failures()
             with self._lock:
-                if not self._outstanding and not self._reserved:
+                if not self._outstanding and not self._reserved and not self._backlog:
                     return
                 idle = not self._outstanding
-            if idle:  # another thread is submitting: wait for it
+            if idle:  # another thread is submitting, or results are being delivered
                 with self._progress:
                     self._progress.wait(timeout=0.05)
                 continue
@@ -452,24 +480,77 @@ class BatchPipeline:
             )
         self._close(batch, BatchResult(accepted, rejected, batch.batch_id))
 
-    def _deliver(self, ticket: Any, result: BatchResult) -> None:
-        """Call `on_result`; calls never overlap."""
-        with self._deliver_lock:
-            self.on_result(ticket, result)
+    def _account(self, seq: int, ticket: Any, result: BatchResult) -> None:
+        """Hand a result to `on_result` (in the background by default); the unit of `seq`
+        it stands for completes once the call returned."""
+        with self._lock:
+            self._open[seq] += 1
+            self._backlog += 1
+        if not self.background_results:
+            self._deliver(seq, ticket, result)
+            return
+        self._ensure_results_thread()
+        self._results.put((ticket, result, seq))
 
-    def _close(self, batch: _Batch, result: BatchResult) -> None:
-        """Report a batch's result and forget it."""
+    def _ensure_results_thread(self) -> None:
+        with self._lock:
+            if self._results_thread is None or not self._results_thread.is_alive():
+                self._results_thread = threading.Thread(
+                    target=self._deliver_results, name="omnisend-results", daemon=True
+                )
+                self._results_thread.start()
+
+    def _deliver_results(self) -> None:
+        while True:
+            item = self._results.get()
+            if item is None:
+                return
+            ticket, result, seq = item
+            try:
+                self._deliver(seq, ticket, result)
+            except BaseException as error:  # re-raised in the caller's thread
+                with self._lock:
+                    if self._callback_error is None:
+                        self._callback_error = error
+
+    def _deliver(self, seq: int, ticket: Any, result: BatchResult) -> None:
+        """Call `on_result` (calls never overlap); a failing call never completes its seq."""
         try:
-            self._deliver(batch.ticket, result)
+            with self._deliver_lock:
+                self.on_result(ticket, result)
         except BaseException:
             with self._lock:
-                self._broken.add(batch.seq)  # not accounted for: its seq never completes
+                self._broken.add(seq)
             raise
         finally:
             with self._lock:
-                self._outstanding.pop(batch.batch_id, None)
+                self._backlog -= 1
+                self._unit_done(seq)
+                self._progress.notify_all()
+
+    def _drain_results(self) -> None:
+        """Wait until every queued result is delivered (or a delivery failed)."""
+        with self._progress:
+            while self._backlog and self._callback_error is None:
+                self._progress.wait(timeout=0.05)
+
+    def close(self) -> None:
+        """Stop the results thread once the results queued so far are delivered."""
+        thread = self._results_thread
+        if thread is not None and thread.is_alive():
+            self._results.put(None)
+            thread.join()
+
+    def _close(self, batch: _Batch, result: BatchResult) -> None:
+        """Forget a batch that ended at Omnisend and account for its result."""
+        with self._lock:
+            self._outstanding.pop(batch.batch_id, None)
+            self._schedule()
+        try:
+            self._account(batch.seq, batch.ticket, result)
+        finally:
+            with self._lock:
                 self._unit_done(batch.seq)
-                self._schedule()
                 self._progress.notify_all()
 
     def _fail(self, batch: _Batch | None, message: str, seq: int | None = None) -> None:
@@ -485,6 +566,8 @@ class BatchPipeline:
             self._progress.notify_all()
 
     def _raise_failures(self) -> None:
+        if self._callback_error is not None:
+            raise self._callback_error
         if not self._failures.messages:  # the common case, without taking the lock
             return
         with self._lock:

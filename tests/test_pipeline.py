@@ -387,6 +387,68 @@ def test_concurrent_submitters(sandbox_factory: Callable[..., Any]) -> None:
     assert len(sandbox.dump()["batches"]) == 40
 
 
+def test_a_slow_on_result_never_holds_up_submitting(sandbox_factory: Callable[..., Any]) -> None:
+    """on_result runs on the results thread: tag calls waiting there do not stall the sink."""
+    sandbox = sandbox_factory(batch_processing_delay=0.02)
+    entered, release = threading.Event(), threading.Event()
+    delivered: list[Any] = []
+
+    def slow_on_result(ticket: Any, result: BatchResult) -> None:
+        entered.set()
+        assert release.wait(timeout=30)
+        delivered.append(ticket)
+
+    pipeline = BatchPipeline(make_client(sandbox), 8, slow_on_result, poll_interval=0.05)
+    pipeline.submit(contacts(5, "first"), 1)
+    while not entered.is_set():
+        pipeline.pump()
+        entered.wait(timeout=0.02)
+    for wave in range(2, 6):  # the first result is still being delivered
+        pipeline.submit(contacts(5, f"wave{wave}-"), wave)
+    assert len(sandbox.dump()["batches"]) == 5
+    assert delivered == []
+    assert not pipeline.completed_through(1)
+    release.set()
+    pipeline.wait_all()
+    assert delivered == [1, 2, 3, 4, 5]
+    assert pipeline.completed_through(5)
+    pipeline.close()
+
+
+def test_an_on_result_error_is_raised_to_the_caller(sandbox_factory: Callable[..., Any]) -> None:
+    from target_omnisend.client import FatalApiError
+
+    sandbox = sandbox_factory(batch_processing_delay=0.02)
+
+    def failing(ticket: Any, result: BatchResult) -> None:
+        raise FatalApiError("tags refused: check 'api_key'")
+
+    pipeline = BatchPipeline(make_client(sandbox), 8, failing, poll_interval=0.05)
+    pipeline.submit(contacts(3), "t")
+    with pytest.raises(FatalApiError, match="tags refused"):
+        pipeline.wait_all()
+    assert not pipeline.completed_through(1)
+
+
+def test_results_can_be_delivered_by_the_polling_thread(
+    sandbox_factory: Callable[..., Any],
+) -> None:
+    sandbox = sandbox_factory(batch_processing_delay=0.02)
+    threads: list[str] = []
+    pipeline = BatchPipeline(
+        make_client(sandbox),
+        8,
+        lambda ticket, result: threads.append(threading.current_thread().name),
+        poll_interval=0.05,
+        background_results=False,
+    )
+    pipeline.submit(contacts(250), "t")
+    pipeline.wait_all()
+    assert threads == [threading.current_thread().name] * 3
+    assert pipeline.completed_through(1)
+    assert len(stored_emails(sandbox)) == 250
+
+
 def test_polls_stay_a_small_share_of_requests(sandbox_factory: Callable[..., Any]) -> None:
     """40 batches at 4000/min (a sandbox 10x faster): polls stay a small share of requests."""
     sandbox = sandbox_factory(batch_processing_delay=2.0, time_scale=10)
