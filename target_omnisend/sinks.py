@@ -1,14 +1,16 @@
 """`ContactSink`: one per stream; maps records, de-duplicates, hands batches to the pipeline.
 
 Every record read ends in exactly one of: accepted (Omnisend confirmed it), rejected (in the
-rejects file with a reason code) or merged (a later record with the same email or phone in the
-same batch superseded it, and that later record was sent instead).
+rejects file with a reason code), merged (a later record with the same email or phone in the
+same batch superseded it, and that later record was sent instead), unchanged (the sync store
+holds the fingerprint Omnisend confirmed for it: not re-sent) or a deletion (`_sdc_deleted_at`:
+an exit from its segments, applied at the end of the run).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,9 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
+from target_omnisend.segments import InvalidSegmentValue, is_deleted_record
 from target_omnisend.summary import mask_email, mask_phone
+from target_omnisend.sync import SegmentRef
 from target_omnisend.validation import FastJSONSchemaValidator
 
 if TYPE_CHECKING:
@@ -30,6 +34,7 @@ __all__ = ["BatchTicket", "ContactSink"]
 _CONTACTS = "contacts"
 SCHEMA_MISMATCH = "schema_mismatch"  # REJECT_CODES in mapping.py
 API_REJECTED = "api_rejected"
+INVALID_SEGMENT = "invalid_segment"
 
 
 @dataclass
@@ -38,6 +43,8 @@ class BatchTicket:
 
     sink: ContactSink
     records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    items: dict[str, Any] = field(default_factory=dict)  # key → what SegmentSync.select decided
+    refs: Mapping[str, Sequence[SegmentRef]] = field(default_factory=dict)
 
 
 class ContactSink(BatchSink):
@@ -136,38 +143,113 @@ class ContactSink(BatchSink):
     # -- records and batches --------------------------------------------------------------------
 
     def process_record(self, record: dict, context: dict) -> None:
-        """Map one record: reject it, or keep it in the batch (latest record per key wins)."""
-        summary = self._target.summary
+        """Map one record: reject it, note an exit, or keep it in the batch (latest wins)."""
+        target = self._target
+        summary = target.summary
         summary.add_read()
+        sync = target.sync
+        sync.membership.count_record(self.stream_name)
         invalid = self._invalid
         if invalid is not None and invalid[0] is record:
             self._invalid = None
             self.reject(record, SCHEMA_MISMATCH, invalid[1])
             return
-        result = self.plan.map(record)
+        try:
+            refs = sync.segments(record, self.stream_name)
+        except InvalidSegmentValue as error:
+            self.reject(record, INVALID_SEGMENT, f"segment_field: {error}")
+            return
+        deleted = is_deleted_record(record)
+        result = self.plan.map(record, () if deleted else _tags_of(refs))
         if isinstance(result, Reject):
             self.reject(record, result.code, result.message)
             return
-        contacts: dict[str, tuple[MappedContact, Mapping[str, Any]]] = context.setdefault(
-            _CONTACTS, {}
+        for ref in refs:
+            sync.membership.saw(self.stream_name, ref.key, result.key, deleted=deleted)
+        if deleted:  # an exit of this contact from these segments, not an upsert
+            summary.add_deletions(1)
+            return
+        contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
+            context.setdefault(_CONTACTS, {})
         )
-        if contacts.pop(result.key, None) is not None:
+        previous = contacts.pop(result.key, None)
+        if previous is not None:
             self.tally_duplicate_merged()
             summary.add_duplicates_merged(1)
-        contacts[result.key] = (result, record)
+            if not set(previous[2]) <= set(refs):  # keep the earlier record's segments too
+                refs = list(dict.fromkeys([*previous[2], *refs]))
+                remapped = self.plan.map(record, _tags_of(refs))
+                if isinstance(remapped, Reject):
+                    self.reject(record, remapped.code, remapped.message)
+                    return
+                result = remapped
+        contacts[result.key] = (result, record, refs)
 
     def process_batch(self, context: dict) -> None:
-        """Submit the batch's contacts (returns before Omnisend processed them)."""
-        contacts: dict[str, tuple[MappedContact, Mapping[str, Any]]] = context.pop(_CONTACTS, {})
+        """Send the batch's new and changed contacts (returns before Omnisend processed them)."""
+        contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
+            context.pop(_CONTACTS, {})
+        )
         if not contacts:
             return
-        mapped = [contact for contact, _ in contacts.values()]
-        if self._target.dry_run:
-            self._target.write_dry_run(self.stream_name, mapped)
-            self._target.summary.add_dry_run_payloads(len(mapped))
+        target = self._target
+        refs_by_key = {contact.key: refs for contact, _, refs in contacts.values()}
+        send, unchanged = target.sync.select(
+            self.stream_name, [(contact, refs) for contact, _, refs in contacts.values()]
+        )
+        if unchanged:
+            target.summary.add_unchanged(len(unchanged))
+            if not target.dry_run:
+                self._enter_segments(unchanged, refs_by_key, sent=False)
+        if target.dry_run:
+            target.write_dry_run(self.stream_name, [item.contact for item in send])
+            target.summary.add_dry_run_payloads(len(send))
             return
-        ticket = BatchTicket(self, {key: record for key, (_, record) in contacts.items()})
-        self._target.submit_contacts(mapped, ticket)
+        if not send:
+            return
+        ticket = BatchTicket(
+            self,
+            {key: record for key, (_, record, _) in contacts.items()},
+            {item.contact.key: item for item in send},
+            refs_by_key,
+        )
+        target.submit_contacts([item.contact for item in send], ticket)
+
+    def _enter_segments(
+        self,
+        items: Iterable[Any],
+        refs_by_key: Mapping[str, Sequence[SegmentRef]],
+        *,
+        sent: bool,
+    ) -> None:
+        """Tag confirmed contacts (2026) and record the memberships that need no tag call."""
+        target = self._target
+        sync = target.sync
+        inline = target.tags_inline()
+        to_tag: list[tuple[str | None, tuple[str, ...]]] = []
+        untagged_members: dict[tuple[str, ...], list[str]] = {}
+        for item in items:
+            contact = item.contact
+            refs = refs_by_key.get(contact.key, ())
+            if inline or contact.email is None:
+                direct = item.entrant_tags
+            else:
+                direct = tuple(r.key for r in refs if r.tag is None and r.key in item.entrant_tags)
+                to_tag.append((contact.email, sync.tags_to_add(item, sent, refs)))
+            if direct:
+                untagged_members.setdefault(direct, []).append(contact.key)
+        for segment_keys, keys in untagged_members.items():
+            sync.memberships_confirmed(segment_keys, keys)
+        if to_tag:
+            target.add_tags_later(to_tag)
+
+    def activate_version(self, new_version: int) -> None:
+        """ACTIVATE_VERSION: the stream is a full snapshot, so absent members are exits."""
+        self._target.sync.mark_snapshot(self.stream_name)
+        self.logger.info(
+            "Stream %r sent ACTIVATE_VERSION: it is treated as a full snapshot of its segments.",
+            self.stream_name,
+        )
 
     def reject(
         self,
@@ -190,13 +272,19 @@ class ContactSink(BatchSink):
         accepted: Iterable[MappedContact],
         rejected: Iterable[tuple[MappedContact, str]],
     ) -> None:
-        """Account for a finished batch: accepted → summary and tags, rejected → rejects."""
+        """Account for a finished batch: accepted → summary, store, tags; rejected → rejects."""
         accepted = list(accepted)
-        self._target.summary.add_accepted(len(accepted))
-        if not self._target.tags_inline():
-            self._target.add_tags_later(accepted)
+        target = self._target
+        target.summary.add_accepted(len(accepted))
+        items = [ticket.items[contact.key] for contact in accepted if contact.key in ticket.items]
+        target.sync.confirmed(items)
+        self._enter_segments(items, ticket.refs, sent=True)
         for contact, error in rejected:
             record = ticket.records.get(contact.key, {})
             who = mask_email(contact.email) if contact.email else mask_phone(contact.phone)
             self.logger.warning("Omnisend rejected %s: %s", who, error)
             self.reject(record, API_REJECTED, "Omnisend rejected the contact.", error)
+
+
+def _tags_of(refs: Sequence[SegmentRef]) -> tuple[str, ...]:
+    return tuple(ref.tag for ref in refs if ref.tag)

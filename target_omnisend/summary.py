@@ -64,6 +64,9 @@ class RunSummary:
         self.tagged = 0
         self.rejected: Counter[str] = Counter()
         self.dry_run_payloads = 0
+        self.unchanged = 0
+        self.deletions = 0
+        self.sections: dict[str, Any] = {}
 
     # -- counting -----------------------------------------------------------------------------
 
@@ -81,6 +84,21 @@ class RunSummary:
         """Contacts written to the dry-run file instead of being sent."""
         with self._lock:
             self.dry_run_payloads += count
+
+    def add_unchanged(self, count: int) -> None:
+        """Contacts not re-sent: Omnisend already confirmed exactly this payload."""
+        with self._lock:
+            self.unchanged += count
+
+    def add_deletions(self, count: int) -> None:
+        """Records marking an exit (`_sdc_deleted_at`): not sent, applied as segment exits."""
+        with self._lock:
+            self.deletions += count
+
+    def add_section(self, name: str, values: Mapping[str, Any]) -> None:
+        """A block of figures added to the final summary (segments, dry-run report)."""
+        with self._lock:
+            self.sections[name] = dict(values)
 
     def add_duplicates_merged(self, count: int) -> None:
         """Records superseded by a later one with the same key in the same batch."""
@@ -112,6 +130,8 @@ class RunSummary:
                 + self.dry_run_payloads
                 + sum(self.rejected.values())
                 + self.duplicates_merged
+                + self.unchanged
+                + self.deletions
             )
             return self.records_read - done
 
@@ -132,7 +152,8 @@ class RunSummary:
             self._next_progress = now + self._interval
             read, accepted = self.records_read, self.accepted
             rejected = sum(self.rejected.values())
-            merged = self.duplicates_merged + self.dry_run_payloads
+            merged = self.duplicates_merged + self.dry_run_payloads + self.unchanged
+            merged += self.deletions
         elapsed = max(now - self._started, 1e-9)
         self._logger.info(
             "progress: %d records read, %d contacts upserted, %d rejected, %d in flight "
@@ -155,6 +176,9 @@ class RunSummary:
                 "duplicates_merged": self.duplicates_merged,
                 "dry_run_payloads": self.dry_run_payloads,
                 "tagged_emails": self.tagged,
+                "unchanged_skipped": self.unchanged,
+                "deletions": self.deletions,
+                **{name: dict(values) for name, values in self.sections.items()},
             }
         stats = dict(client_stats or {})
         requests_by_endpoint = dict(stats.get("requests_by_endpoint") or {})
@@ -182,12 +206,20 @@ def format_table(summary: Mapping[str, Any]) -> str:
     rows: list[tuple[str, str]] = [
         ("records read", str(summary["records_read"])),
         ("contacts upserted", str(summary["contacts_upserted"])),
+        ("unchanged, not sent", str(summary.get("unchanged_skipped", 0))),
+        ("deletions (exits)", str(summary.get("deletions", 0))),
         ("duplicates merged", str(summary["duplicates_merged"])),
         ("dry-run payloads", str(summary["dry_run_payloads"])),
         ("rejected", str(summary["rejected"])),
     ]
     rows += [(f"  {code}", str(n)) for code, n in summary["rejected_by_reason"].items()]
     rows.append(("tagged emails", str(summary["tagged_emails"])))
+    for name, values in summary.items():
+        if isinstance(values, Mapping) and name not in (
+            "rejected_by_reason",
+            "requests_by_endpoint",
+        ):
+            rows += [(f"{name}: {key}", _cell(value)) for key, value in values.items()]
     rows.append(("requests", str(summary["requests"])))
     rows += [(f"  {name}", str(n)) for name, n in sorted(summary["requests_by_endpoint"].items())]
     rows += [
@@ -198,3 +230,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
+
+
+def _cell(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_omnisend.mapping import (
     API_VERSIONS,
@@ -37,8 +38,11 @@ from target_omnisend.mapping import (
     compile_plan,
 )
 from target_omnisend.rejects import RejectWriter, dumps, open_private
+from target_omnisend.segments import DEFAULT_MAX_EXIT_RATIO, DEFAULT_SEGMENT_TAG, EXIT_MODES
 from target_omnisend.sinks import ContactSink
 from target_omnisend.summary import RunSummary
+from target_omnisend.sync import ExitTicket, SegmentSync, SyncSettings
+from target_omnisend.sync_store import DEFAULT_SYNC_STATE_PATH, SyncStoreError
 
 __all__ = ["RunFailed", "TargetOmnisend"]
 
@@ -190,7 +194,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "max_batches_in_flight",
         th.IntegerType(minimum=1),
-        default=32,
+        default=64,
         description="Batches processing at Omnisend at once while the next ones are built.",
     ),
     th.Property(
@@ -207,6 +211,95 @@ CONFIG_SCHEMA = th.PropertiesList(
             "`.target-omnisend/dry-run-<UTC timestamp>.jsonl`."
         ),
     ),
+    th.Property(
+        "max_records",
+        th.IntegerType(minimum=1),
+        description=(
+            "Process only the first N records (a trial run): the rest of the input is read and "
+            "ignored, no STATE is emitted and no segment exits are applied."
+        ),
+        examples=[1000],
+    ),
+    th.Property(
+        "segment_tag",
+        th.StringType,
+        default=DEFAULT_SEGMENT_TAG,
+        description=(
+            "Tag every segment member carries: a template with {stream} and {segment}. An empty "
+            "string turns segment tags off (memberships are still tracked for exits)."
+        ),
+        examples=["segment: {segment}", "warehouse/{stream}"],
+    ),
+    th.Property(
+        "segment_field",
+        th.StringType,
+        description=(
+            "Record path naming the record's segment(s) (a string or a list of strings). "
+            "Default: the stream is the segment."
+        ),
+        examples=["audience", "segments"],
+    ),
+    th.Property(
+        "create_segments",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Create (or find, by name) an Omnisend segment per segment tag, filtered on "
+            "`tags anyOf [tag]`. 2026-03-15 API only."
+        ),
+    ),
+    th.Property(
+        "on_segment_exit",
+        th.StringType(allowed_values=list(EXIT_MODES)),
+        default="keep",
+        description=(
+            "What happens to contacts that left a segment (full snapshots only): keep, "
+            "remove_tag, or unsubscribe (destructive: the email channel is unsubscribed, never "
+            "for a contact still in another segment of the run)."
+        ),
+    ),
+    th.Property(
+        "full_segment_snapshot",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Treat every stream as a full snapshot of its segments even without ACTIVATE_VERSION "
+            "(members absent from the run are exits)."
+        ),
+    ),
+    th.Property(
+        "max_exit_ratio",
+        th.NumberType(minimum=0, maximum=1),
+        default=DEFAULT_MAX_EXIT_RATIO,
+        description=(
+            "Largest share of a segment's members allowed to leave in one run; above it nobody "
+            "is removed and the run exits non-zero saying why."
+        ),
+    ),
+    th.Property(
+        "sync_state_path",
+        th.StringType,
+        default=DEFAULT_SYNC_STATE_PATH,
+        description=(
+            "SQLite sync store: fingerprints of what Omnisend confirmed and segment memberships, "
+            "so re-runs send only changes (owner-only; one run per brand at a time)."
+        ),
+    ),
+    th.Property(
+        "full_resync",
+        th.BooleanType,
+        default=False,
+        description="Ignore the sync store and send every contact.",
+    ),
+    th.Property(
+        "resync_after_days",
+        th.NumberType(minimum=0),
+        default=7,
+        description=(
+            "Re-send unchanged contacts confirmed this many days ago or more (repairs drift from "
+            "edits made in Omnisend); 0 re-sends always."
+        ),
+    ),
 ).to_dict()
 
 
@@ -216,6 +309,7 @@ class TargetOmnisend(Target):
     name = "target-omnisend"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = ContactSink
+    capabilities = [*Target.capabilities, PluginCapabilities.ACTIVATE_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Validate the settings and prepare the shared run objects (no I/O yet)."""
@@ -248,6 +342,11 @@ class TargetOmnisend(Target):
         self._terminate_requested: int | None = None
         self._state_withheld_logged = False
         self._untaggable_warned = False
+        self._sync: SegmentSync | None = None
+        max_records = self.config.get("max_records")
+        self.max_records: int | None = int(max_records) if max_records else None
+        self._records_taken = 0
+        self._ended_normally = False
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -262,6 +361,7 @@ class TargetOmnisend(Target):
         compile_plan({}, mapping_config)  # unknown fields, names, status values fail here
         if mapping_config.static_tags and not isinstance(self.config.get("tags"), list):
             raise ValueError("Setting 'tags' must be a list of strings.")
+        self.sync_settings = SyncSettings.from_config(self.config, version)
         return mapping_config
 
     @property
@@ -302,10 +402,24 @@ class TargetOmnisend(Target):
 
                 self._pipeline = BatchPipeline(
                     self.client,
-                    max_in_flight=int(self.config.get("max_batches_in_flight", 32)),
+                    max_in_flight=int(self.config.get("max_batches_in_flight", 64)),
                     on_result=self._on_batch_result,
                 )
             return self._pipeline
+
+    @property
+    def sync(self) -> SegmentSync:
+        """The run's segments and sync store (opened, and the run lock taken, on first use)."""
+        with self._lock:
+            if self._sync is None:
+                self._sync = SegmentSync(
+                    self.sync_settings,
+                    self.api_url,
+                    self.config["api_key"],
+                    dry_run=self.dry_run,
+                    logger=self.logger,
+                )
+            return self._sync
 
     @property
     def batch_limit(self) -> int:
@@ -355,19 +469,19 @@ class TargetOmnisend(Target):
         """Account for finished contacts: accepted → summary and tags; rejected → rejects."""
         ticket.sink.handle_result(ticket, accepted, rejected)
 
-    def add_tags_later(self, contacts: Sequence[MappedContact]) -> None:
-        """Queue tags of confirmed contacts; send full groups of 250 emails at once (2026)."""
+    def add_tags_later(self, pairs: Sequence[tuple[str | None, Sequence[str]]]) -> None:
+        """Queue (email, tags) of confirmed contacts; send full groups of 250 emails (2026)."""
         ready: list[tuple[tuple[str, ...], list[str]]] = []
         with self._tag_lock:
-            for contact in contacts:
-                if not contact.tags:
+            for email, tags in pairs:
+                if not tags:
                     continue
-                if contact.email is None:
+                if email is None:
                     self._warn_untaggable()
                     continue
-                tag_set = tuple(sorted(set(contact.tags)))
+                tag_set = tuple(sorted(set(tags)))
                 buffer = self._tag_buffers.setdefault(tag_set, [])
-                buffer.append(contact.email)
+                buffer.append(email)
                 if len(buffer) >= TAGS_PER_CALL:
                     ready.append((tag_set, buffer[:]))
                     buffer.clear()
@@ -393,6 +507,7 @@ class TargetOmnisend(Target):
     def _send_tags(self, tag_set: tuple[str, ...], emails: list[str]) -> None:
         self.client.add_tags(list(tag_set), emails)
         self.summary.add_tagged(len(emails))
+        self.sync.memberships_confirmed(self.sync.segment_keys_of_tags(tag_set), emails)
 
     def report_unaccounted(self, message: str) -> None:
         """A batch could not be accounted for: the run will fail without STATE."""
@@ -405,9 +520,10 @@ class TargetOmnisend(Target):
 
     def _write_state_message(self, state: dict) -> None:
         """Hold the STATE until every batch submitted before it is finished and accounted for."""
-        if self.dry_run:
+        if self.dry_run or self.max_records is not None:
             if not self._state_withheld_logged:
-                self.logger.info("Dry run: no STATE is emitted.")
+                why = "Dry run" if self.dry_run else "max_records is set (a trial run)"
+                self.logger.info("%s: no STATE is emitted.", why)
                 self._state_withheld_logged = True
             return
         watermark = self._pipeline.outstanding_seq() if self._pipeline is not None else 0
@@ -443,6 +559,16 @@ class TargetOmnisend(Target):
             self._terminate(self._terminate_requested)
 
     def _process_record_message(self, message_dict: dict) -> None:
+        if self.max_records is not None:
+            if self._records_taken >= self.max_records:
+                if self._records_taken == self.max_records:
+                    self._records_taken += 1
+                    self.logger.info(
+                        "max_records %d reached: the rest of the input is ignored.",
+                        self.max_records,
+                    )
+                return
+            self._records_taken += 1
         with self._busy_section():
             super()._process_record_message(message_dict)
             if self._pipeline is not None:
@@ -472,6 +598,7 @@ class TargetOmnisend(Target):
         """Drain every sink, wait for every batch, account for every record, then write STATE."""
         self._busy += 1  # a SIGTERM now only asks for what is already happening
         self._finishing = True
+        self._ended_normally = True
         try:
             super().process_endofpipe()
             self._finish()
@@ -487,18 +614,96 @@ class TargetOmnisend(Target):
                 self._pipeline.wait_all()
             self.flush_tags()
             self._check_accounting()
+            if self._sync is not None:
+                self._end_segments()
             self._check_reject_ratio()
             with self._state_lock:
                 pending, self._pending_state = self._pending_state, None
-            if pending is not None and not self.dry_run:
+            if pending is not None and not self.dry_run and self.max_records is None:
                 self._emit_state(pending[0])
         finally:
             self._close_files()
+            if self._sync is not None:
+                self.summary.add_section("segments", self._sync.stats)
+                if self.dry_run:
+                    self.summary.add_section("dry_run_would", self._sync.report.to_dict()["would"])
+                    self.logger.info("Dry run report: %s", dumps(self._sync.report.to_dict()))
+                self._sync.close()
             self.summary.log_final(self._client_stats())
             if self.rejects.total:
                 self.logger.info(
                     "%d rejected records are in %s", self.rejects.total, self.rejects.path
                 )
+
+    # -- segments at the end of a run ----------------------------------------------------------
+
+    def _end_segments(self) -> None:
+        """Apply exits and create segments, only after a complete, untruncated input."""
+        sync = self.sync
+        truncated = self.max_records is not None and self._records_taken > self.max_records
+        if not self._ended_normally or truncated:
+            why = "the input was truncated by max_records" if truncated else "the run was stopped"
+            self.logger.info("Segment exits are not computed: %s.", why)
+            return
+        self._apply_exits(sync)
+        sync.register_segments()
+        if sync.settings.create_segments and not self.dry_run:
+            for tag in sync.segment_tags_with_members():
+                segment_id = self.client.find_or_create_segment(tag, tag)
+                sync.stats["segments_created"] += 1
+                self.logger.info(
+                    "Omnisend segment %r (id %s) holds the tagged contacts.", tag, segment_id
+                )
+
+    def _apply_exits(self, sync: SegmentSync) -> None:
+        refused: list[str] = []
+        lister = None if self.dry_run else self._contacts_tagged
+        for stream, segment_key, decision in sync.plan_exits(lister):
+            if decision.exceeds_ratio:
+                refused.append(
+                    f"segment {segment_key!r} of stream {stream!r}: {decision.skipped_reason}"
+                )
+                continue
+            if decision.skipped_reason:
+                self.logger.info("Segment %r: %s.", segment_key, decision.skipped_reason)
+            actions = sync.exit_actions(segment_key, decision)
+            if decision.leaving:
+                self.logger.info(
+                    "Segment %r: %d of %d members left (on_segment_exit=%s).",
+                    segment_key,
+                    len(decision.leaving),
+                    decision.members_before,
+                    sync.settings.on_segment_exit,
+                )
+            if self.dry_run:
+                sync.report.add("untagged", actions.untag)
+                sync.report.add("unsubscribed", actions.unsubscribe)
+                continue
+            if actions.untag and actions.tag:
+                emails = sorted(key for key in actions.untag if "@" in key)
+                self.client.remove_tags([actions.tag], emails)
+                sync.stats["exits_untagged"] += len(emails)
+            if actions.unsubscribe:
+                self.pipeline.submit(
+                    sync.unsubscribes(actions.unsubscribe), ExitTicket(sync, segment_key)
+                )
+            sync.exits_applied(segment_key, actions.leaving - actions.unsubscribe)
+        if self._pipeline is not None:
+            self._pipeline.wait_all()
+        if refused:
+            raise RunFailed(
+                "Segment exits refused, nobody was removed from "
+                + "; ".join(refused)
+                + " No STATE was written."
+            )
+
+    def _contacts_tagged(self, tag: str) -> set[str]:
+        """Emails of the contacts carrying `tag` in Omnisend (when the store cannot tell)."""
+        self.logger.info("The sync store does not know segment %r: listing its members.", tag)
+        emails = set()
+        for contact in self.client.iter_contacts(tag=tag):
+            emails.update(_emails_of(contact))
+        return emails
 
     def _client_stats(self) -> dict[str, Any] | None:
         """The client's request counters as a dict (None when nothing was sent)."""
@@ -569,9 +774,17 @@ class TargetOmnisend(Target):
             FatalApiError = RunFailed
         try:
             super().invoke(**kwargs)
-        except (FatalApiError, RunFailed, MappingConfigError) as error:
+        except (FatalApiError, RunFailed, MappingConfigError, SyncStoreError) as error:
             cls.logger.error("%s", error)
             sys.exit(1)
+
+
+def _emails_of(contact: Mapping[str, Any]) -> Iterator[str]:
+    for identifier in contact.get("identifiers") or ():
+        if isinstance(identifier, Mapping) and identifier.get("type") == "email":
+            yield str(identifier.get("id"))
+    if isinstance(contact.get("email"), str):
+        yield contact["email"]
 
 
 def summary_from_log_line(line: str) -> Mapping[str, Any] | None:

@@ -87,6 +87,8 @@ def make_target(tmp_path: Path) -> Callable[..., tuple[TargetOmnisend, StandInPi
                 "api_url": "http://127.0.0.1:9/api",
                 "rejects_path": str(tmp_path / "rejects.jsonl"),
                 "batch_size_rows": 2,
+                "sync_state_path": str(tmp_path / "sync.sqlite"),
+                "segment_tag": "",  # no tags server behind the stand-in pipeline
                 **config,
             }
         )

@@ -143,7 +143,7 @@ def test_dry_run_without_server_writes_payloads_and_no_state(tmp_path: Path) -> 
     ada = dry[1]
     assert ada["payload"]["lastName"] == "King"  # the latest record of a duplicate wins
     assert "tags" not in ada["payload"]  # 2026: tags travel through the tags endpoint
-    assert ada["tags"] == ["source: warehouse"]
+    assert ada["tags"] == ["source: warehouse", "segment: vip"]
     assert stat.S_IMODE((tmp_path / "out" / "dry.jsonl").stat().st_mode) == 0o600
     rejects = (tmp_path / "out" / "rejects.jsonl").read_text()
     codes = [

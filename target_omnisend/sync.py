@@ -1,0 +1,438 @@
+"""`SegmentSync`: one run's segments, change-only sends, exits and dry-run report.
+
+The glue between the sinks, the sync store (`sync_store.py`), the pure segment rules
+(`segments.py`) and the client. Sinks ask it which segments a record belongs to and which of a
+batch's contacts must be sent; confirmed results come back to it; at a normal end of input the
+target asks it to apply exits and create segments.
+
+What is written to the store is only what Omnisend confirmed: fingerprints when a contact's batch
+finished, memberships when the segment tag call was accepted (or, when the tag travels inside the
+payload or tags are off, when the contact was confirmed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from target_omnisend.mapping import MappedContact, make_getter
+from target_omnisend.segments import (
+    DEFAULT_MAX_EXIT_RATIO,
+    DryRunReport,
+    ExitDecision,
+    SegmentMembership,
+    compute_exits,
+    membership_key,
+    plan_exit_actions,
+    render_segment_tag,
+    segments_of,
+    unsubscribe_payload,
+)
+from target_omnisend.summary import mask_email, mask_phone
+from target_omnisend.sync_store import (
+    DEFAULT_SYNC_STATE_PATH,
+    SendReason,
+    SyncStore,
+    brand_id,
+    fingerprint,
+)
+
+__all__ = ["ExitTicket", "SegmentRef", "SegmentSync", "SyncSettings"]
+
+# Reasons that re-send a contact whose segment tags may have drifted: every tag is re-added.
+_RETAG_REASONS = frozenset({SendReason.NEW, SendReason.STALE, SendReason.FULL_RESYNC})
+
+
+class SegmentRef(NamedTuple):
+    """One segment a record belongs to: its name, store key and tag (None when tags are off)."""
+
+    name: str
+    key: str
+    tag: str | None
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The target settings that shape segments, exits and change-only sends."""
+
+    api_version: str = "2026-03-15"
+    segment_tag: str | None = None  # None: the default template; "": no segment tags
+    segment_field: str | None = None
+    create_segments: bool = False
+    on_segment_exit: str = "keep"
+    full_segment_snapshot: bool = False
+    max_exit_ratio: float = DEFAULT_MAX_EXIT_RATIO
+    sync_state_path: str = DEFAULT_SYNC_STATE_PATH
+    full_resync: bool = False
+    resync_after_days: float | None = 7
+    send_welcome_message: bool = False
+    lowercase_emails: bool = True
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], api_version: str) -> SyncSettings:
+        """Read and check the settings (raises ValueError naming the setting)."""
+        template = config.get("segment_tag")
+        settings = cls(
+            api_version=api_version,
+            segment_tag=None if template is None else str(template),
+            segment_field=config.get("segment_field") or None,
+            create_segments=bool(config.get("create_segments", False)),
+            on_segment_exit=str(config.get("on_segment_exit") or "keep"),
+            full_segment_snapshot=bool(config.get("full_segment_snapshot", False)),
+            max_exit_ratio=float(config.get("max_exit_ratio", DEFAULT_MAX_EXIT_RATIO)),
+            sync_state_path=str(config.get("sync_state_path") or DEFAULT_SYNC_STATE_PATH),
+            full_resync=bool(config.get("full_resync", False)),
+            resync_after_days=config.get("resync_after_days", 7),
+            send_welcome_message=bool(config.get("send_welcome_message", False)),
+            lowercase_emails=bool(config.get("lowercase_emails", True)),
+        )
+        settings.check()
+        return settings
+
+    @property
+    def tags_enabled(self) -> bool:
+        """Whether segment members carry a tag."""
+        return self.segment_tag != ""
+
+    def check(self) -> None:
+        """Refuse combinations that cannot work, before any record is read."""
+        render_segment_tag(self.segment_tag, "stream", "segment")  # validates the template
+        if self.segment_field is not None:
+            make_getter(self.segment_field)
+        v5 = self.api_version == "v5"
+        if self.create_segments and v5:
+            raise ValueError(
+                "create_segments needs the 2026-03-15 API: v5 has no segments endpoint to rely on. "
+                "Set api_version to 2026-03-15 or turn create_segments off."
+            )
+        if self.create_segments and not self.tags_enabled:
+            raise ValueError(
+                "create_segments builds each segment on its tag; it needs segment_tag (it is "
+                "empty)."
+            )
+        if self.on_segment_exit == "remove_tag" and v5:
+            raise ValueError(
+                "on_segment_exit remove_tag needs the 2026-03-15 API (v5 has no endpoint to "
+                "remove tags). Use keep or unsubscribe, or switch api_version."
+            )
+        if self.on_segment_exit == "remove_tag" and not self.tags_enabled:
+            raise ValueError("on_segment_exit remove_tag needs segment_tag (it is empty).")
+        if not 0 <= self.max_exit_ratio <= 1:
+            raise ValueError("max_exit_ratio must be between 0 and 1.")
+        if self.resync_after_days is not None and float(self.resync_after_days) < 0:
+            raise ValueError("resync_after_days must be 0 or more.")
+
+
+@dataclass
+class ExitTicket:
+    """A batch of unsubscribes sent for a segment's exits; results come back to the sync."""
+
+    sink: SegmentSync
+    segment_key: str
+    records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Sendable:
+    """What `select` decided for one contact of a batch."""
+
+    contact: MappedContact
+    print_: str
+    reason: SendReason
+    entrant_tags: tuple[str, ...]
+
+
+class SegmentSync:
+    """Segments, change-only sends and exits for one run (thread-safe).
+
+    Args:
+        settings: The checked settings.
+        api_url: The API base URL (with the key, it identifies the brand in the store).
+        api_key: The API key (hashed into the brand id; never stored).
+        dry_run: Open the store read-only and apply nothing.
+        logger: The target's logger.
+    """
+
+    def __init__(
+        self,
+        settings: SyncSettings,
+        api_url: str,
+        api_key: str,
+        *,
+        dry_run: bool,
+        logger: logging.Logger,
+    ) -> None:
+        self.settings = settings
+        self.dry_run = dry_run
+        self.logger = logger
+        self.membership = SegmentMembership()
+        self.report = DryRunReport()
+        self._lock = threading.Lock()
+        self._refs: dict[tuple[str, str], SegmentRef] = {}
+        self._snapshots: set[str] = set()
+        self._getter = make_getter(settings.segment_field) if settings.segment_field else None
+        brand = brand_id(api_url, api_key)
+        if dry_run:
+            self.store: SyncStore | None = SyncStore.open_for_dry_run(
+                settings.sync_state_path, brand
+            )
+        else:
+            self.store = SyncStore(settings.sync_state_path, brand)
+            try:
+                self.store.acquire_run_lock()
+            except BaseException:
+                self.store.close()
+                raise
+        self.stats: dict[str, int] = {
+            "unchanged_skipped": 0,
+            "segment_entrants": 0,
+            "exits_untagged": 0,
+            "exits_unsubscribed": 0,
+            "segments_created": 0,
+        }
+
+    # -- records --------------------------------------------------------------------------
+
+    def segments(self, record: Mapping[str, Any], stream: str) -> list[SegmentRef]:
+        """The segments a record belongs to (raises InvalidSegmentValue for a bad value)."""
+        names = segments_of(record, self._getter, stream)
+        refs = []
+        for name in names:
+            ref = self._refs.get((stream, name))
+            if ref is None:
+                template = self.settings.segment_tag
+                ref = SegmentRef(
+                    name,
+                    membership_key(template, stream, name),
+                    render_segment_tag(template, stream, name),
+                )
+                self._refs[(stream, name)] = ref
+            refs.append(ref)
+        return refs
+
+    def mark_snapshot(self, stream: str) -> None:
+        """The stream is a full snapshot (the tap sent ACTIVATE_VERSION)."""
+        with self._lock:
+            self._snapshots.add(stream)
+
+    def _is_snapshot(self, stream: str) -> bool:
+        with self._lock:
+            return self.settings.full_segment_snapshot or stream in self._snapshots
+
+    # -- change-only sends ----------------------------------------------------------------
+
+    def select(
+        self, stream: str, entries: Sequence[tuple[MappedContact, Sequence[SegmentRef]]]
+    ) -> tuple[list[_Sendable], list[_Sendable]]:
+        """Split a batch into contacts to send and unchanged ones (with their entrant tags).
+
+        Entrant tags are the segment tags of segments the store does not know the contact in
+        (all of them when the contact is new, stale or fully resynced). On v5, where tags travel
+        in the payload, an unchanged entrant is sent anyway.
+        """
+        prints = {
+            contact.key: fingerprint(
+                contact.payload, contact.tags, exclude_tags=[r.tag for r in refs if r.tag]
+            )
+            for contact, refs in entries
+        }
+        if self.store is None:  # a dry run without a store: everything is new
+            reasons = dict.fromkeys(prints, SendReason.NEW)
+        else:
+            reasons = self.store.classify(
+                prints.items(),
+                resync_after_days=self._resync_days(),
+                full_resync=self.settings.full_resync,
+            )
+        entrants = self._entrants(entries, reasons)
+        send: list[_Sendable] = []
+        unchanged: list[_Sendable] = []
+        v5 = self.settings.api_version == "v5"
+        for contact, _refs in entries:
+            reason = reasons[contact.key]
+            item = _Sendable(contact, prints[contact.key], reason, entrants.get(contact.key, ()))
+            if reason.needs_send or (v5 and item.entrant_tags):
+                send.append(item)
+            else:
+                unchanged.append(item)
+        if self.dry_run:
+            self.report.add_send_reasons(
+                {i.contact.key: i.reason for i in send}
+                | {i.contact.key: i.reason for i in unchanged}
+            )
+            self.report.add("tagged", [i.contact.key for i in send + unchanged if i.entrant_tags])
+        with self._lock:
+            self.stats["unchanged_skipped"] += len(unchanged)
+        return send, unchanged
+
+    def _resync_days(self) -> float | None:
+        days = self.settings.resync_after_days
+        return None if days is None else float(days)
+
+    def _entrants(
+        self,
+        entries: Sequence[tuple[MappedContact, Sequence[SegmentRef]]],
+        reasons: Mapping[str, SendReason],
+    ) -> dict[str, tuple[str, ...]]:
+        """{contact key: membership keys of segments it enters}."""
+        by_segment: dict[str, list[str]] = {}
+        for contact, refs in entries:
+            for ref in refs:
+                by_segment.setdefault(ref.key, []).append(contact.key)
+        new_in: dict[str, set[str]] = {}
+        for segment_key, keys in by_segment.items():
+            outside = set(keys) if self.store is None else self.store.non_members(segment_key, keys)
+            new_in[segment_key] = outside
+        result: dict[str, tuple[str, ...]] = {}
+        for contact, refs in entries:
+            retag = reasons[contact.key] in _RETAG_REASONS
+            keys = tuple(r.key for r in refs if retag or contact.key in new_in[r.key])
+            if keys:
+                result[contact.key] = keys
+        return result
+
+    def tags_to_add(
+        self, item: _Sendable, sent: bool, refs: Sequence[SegmentRef]
+    ) -> tuple[str, ...]:
+        """The tags to add through the tags endpoint once the contact is confirmed (2026).
+
+        A sent contact gets its other tags (static, record) and the tags of segments it enters;
+        an unchanged one only the segment tags it enters.
+        """
+        segment_tags = {r.tag for r in refs if r.tag}
+        entering = {r.tag for r in refs if r.tag and r.key in item.entrant_tags}
+        other = [t for t in item.contact.tags if t not in segment_tags] if sent else []
+        return tuple(dict.fromkeys([*other, *sorted(entering)]))
+
+    def confirmed(self, items: Iterable[_Sendable]) -> None:
+        """Omnisend confirmed these contacts: remember their fingerprints."""
+        if self.dry_run or self.store is None:
+            return
+        self.store.confirm([(item.contact.key, item.print_) for item in items])
+
+    def memberships_confirmed(
+        self, segment_keys: Iterable[str], contact_keys: Sequence[str]
+    ) -> None:
+        """The contacts now carry these segments (their tag call, or their upsert, succeeded)."""
+        if self.dry_run or self.store is None or not contact_keys:
+            return
+        for segment_key in segment_keys:
+            self.store.add_members(segment_key, contact_keys)
+        with self._lock:
+            self.stats["segment_entrants"] += len(contact_keys)
+
+    def segment_keys_of_tags(self, tags: Iterable[str]) -> list[str]:
+        """The membership keys among tags (segment tags are their own membership key)."""
+        known = {ref.tag for ref in self._refs.values() if ref.tag}
+        return [tag for tag in tags if tag in known]
+
+    # -- end of run -----------------------------------------------------------------------
+
+    def plan_exits(
+        self, contact_lister: Callable[[str], set[str]] | None
+    ) -> list[tuple[str, str, ExitDecision]]:
+        """Decide every segment's exits at a normal end of input.
+
+        Args:
+            contact_lister: Lists the contacts carrying a tag in Omnisend (used when the store
+                does not know a segment and exits would change something); None to skip.
+
+        Returns:
+            (stream, membership key, decision) for each segment of each stream that ran.
+        """
+        decisions = []
+        for stream in self.membership.streams():
+            keys = dict.fromkeys(self.membership.segments_of_stream(stream))
+            if self.store is not None:
+                keys.update(dict.fromkeys(self.store.segments_of_stream(stream)))
+            for segment_key in keys:
+                previous = self._previous_members(segment_key, contact_lister)
+                decision = compute_exits(
+                    previous,
+                    self.membership.current(segment_key),
+                    self.membership.deleted(segment_key),
+                    snapshot_complete=self._is_snapshot(stream),
+                    ended_normally=True,
+                    records_seen=self.membership.records_seen(stream),
+                    max_exit_ratio=self.settings.max_exit_ratio,
+                    protected=self.membership.in_other_segments(segment_key),
+                )
+                decisions.append((stream, segment_key, decision))
+        return decisions
+
+    def _previous_members(
+        self, segment_key: str, contact_lister: Callable[[str], set[str]] | None
+    ) -> set[str]:
+        if self.store is not None and self.store.knows_segment(segment_key):
+            return self.store.members(segment_key)
+        tag = segment_key if self.settings.tags_enabled else None
+        if tag is None or contact_lister is None or self.settings.on_segment_exit == "keep":
+            return set()
+        members = contact_lister(tag)
+        if self.settings.lowercase_emails:
+            members = {member.strip().lower() for member in members}
+        return members
+
+    def exit_actions(self, segment_key: str, decision: ExitDecision) -> Any:
+        """The actions for a decision under `on_segment_exit` (no tag removal on v5)."""
+        tag = (
+            segment_key
+            if self.settings.tags_enabled and self.settings.api_version != "v5"
+            else None
+        )
+        return plan_exit_actions(self.settings.on_segment_exit, tag, decision)
+
+    def unsubscribes(self, keys: Iterable[str]) -> list[MappedContact]:
+        """Batch items that unsubscribe the email (or sms) channel of contacts, dated now."""
+        items = []
+        for key in sorted(keys):
+            payload = unsubscribe_payload(
+                key,
+                self.settings.api_version,
+                send_welcome_message=self.settings.send_welcome_message,
+            )
+            email, phone = (key, None) if "@" in key else (None, key)
+            items.append(MappedContact(key, email, phone, payload, ()))
+        return items
+
+    def exits_applied(self, segment_key: str, leaving: Iterable[str]) -> None:
+        """The exits of a segment are done in Omnisend (or kept): update the store."""
+        if self.dry_run or self.store is None:
+            return
+        self.store.remove_members(segment_key, leaving)
+
+    def register_segments(self) -> None:
+        """Remember which segments each stream named (so vanished ones are checked later)."""
+        if self.dry_run or self.store is None:
+            return
+        for stream in self.membership.streams():
+            names = {ref.key: ref.name for (s, _), ref in self._refs.items() if s == stream}
+            self.store.register_segments(stream, names)
+
+    def segment_tags_with_members(self) -> list[str]:
+        """Tags of the segments that had members this run (for create_segments)."""
+        return sorted(
+            {ref.tag for ref in self._refs.values() if ref.tag and self.membership.current(ref.key)}
+        )
+
+    def handle_result(
+        self,
+        ticket: ExitTicket,
+        accepted: Sequence[MappedContact],
+        rejected: Sequence[tuple[MappedContact, str]],
+    ) -> None:
+        """Results of an unsubscribe batch: confirmed exits leave the store."""
+        self.exits_applied(ticket.segment_key, [contact.key for contact in accepted])
+        with self._lock:
+            self.stats["exits_unsubscribed"] += len(accepted)
+        for contact, error in rejected:
+            who = mask_email(contact.email) if contact.email else mask_phone(contact.phone)
+            self.logger.warning("Omnisend refused to unsubscribe %s: %s", who, error)
+
+    def close(self) -> None:
+        """Release the run lock and close the store."""
+        if self.store is not None:
+            self.store.close()
