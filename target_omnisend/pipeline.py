@@ -41,6 +41,7 @@ DEFAULT_MAX_BATCH_AGE = 15 * 60.0
 DEFAULT_MAX_RESUBMITS = 5
 RETRYABLE_ITEM_CODES = frozenset({0, 408, 429, 500, 502, 503, 504, 520, 522, 524})
 TOO_LARGE = "The contact's payload is larger than Omnisend's 1 MB request limit."
+NOT_UTF8 = "The contact holds text that is not valid UTF-8 (undecodable input bytes)."
 
 
 class UnaccountedBatchError(FatalApiError):
@@ -238,7 +239,11 @@ class BatchPipeline:
         encoded: list[bytes] = []
         size = 0
         for contact in contacts:
-            item = encode_json(contact.payload)
+            try:
+                item = encode_json(contact.payload)
+            except UnicodeEncodeError:  # lone surrogates from undecodable input bytes
+                too_large.append(Rejection(contact, NOT_UTF8))
+                continue
             if len(item) > room:
                 too_large.append(Rejection(contact, TOO_LARGE))
                 continue

@@ -66,7 +66,8 @@ def open_private(path: Path) -> IO[str]:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.chmod(path, 0o600)  # an existing file keeps its mode otherwise
-    return os.fdopen(descriptor, "a", encoding="utf-8")
+    # Undecodable input bytes reach us as lone surrogates: write them as JSON escapes (\udcxx).
+    return os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace")
 
 
 class RejectWriter:

@@ -18,6 +18,7 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
+from target_omnisend.pipeline import NOT_UTF8
 from target_omnisend.segments import InvalidSegmentValue, is_deleted_record
 from target_omnisend.summary import mask_email, mask_phone
 from target_omnisend.sync import SegmentRef
@@ -35,6 +36,7 @@ _CONTACTS = "contacts"
 SCHEMA_MISMATCH = "schema_mismatch"  # REJECT_CODES in mapping.py
 API_REJECTED = "api_rejected"
 INVALID_SEGMENT = "invalid_segment"
+INVALID_ENCODING = "invalid_encoding"
 
 
 @dataclass
@@ -185,6 +187,9 @@ class ContactSink(BatchSink):
                 result = remapped
         contacts[result.key] = (result, record, refs)
 
+    def _after_process_record(self, context: dict) -> None:
+        """The SDK logs the whole batch context here at DEBUG: raw contacts, so never."""
+
     def process_batch(self, context: dict) -> None:
         """Send the batch's new and changed contacts (returns before Omnisend processed them)."""
         contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
@@ -282,6 +287,10 @@ class ContactSink(BatchSink):
         for contact, error in rejected:
             record = ticket.records.get(contact.key, {})
             who = mask_email(contact.email) if contact.email else mask_phone(contact.phone)
+            if error == NOT_UTF8:  # found while encoding, never sent
+                self.logger.warning("Not sending %s: %s", who, error)
+                self.reject(record, INVALID_ENCODING, error)
+                continue
             self.logger.warning("Omnisend rejected %s: %s", who, error)
             self.reject(record, API_REJECTED, "Omnisend rejected the contact.", error)
 

@@ -136,7 +136,8 @@ def fingerprint(
         body["tags"] = [tag for tag in body["tags"] if tag not in excluded]
     canonical = {"payload": body, "tags": sorted({tag for tag in tags if tag not in excluded})}
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    # surrogatepass: undecodable input bytes still hash (the pipeline rejects them later).
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def brand_id(api_url: str, api_key: str) -> str:

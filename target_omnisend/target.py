@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 from singer_sdk import Target
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_omnisend.mapping import (
     API_VERSIONS,
@@ -37,6 +38,7 @@ from target_omnisend.mapping import (
     MappingConfigError,
     compile_plan,
 )
+from target_omnisend.reader import SingerLineReader
 from target_omnisend.rejects import RejectWriter, dumps, open_private
 from target_omnisend.segments import DEFAULT_MAX_EXIT_RATIO, DEFAULT_SEGMENT_TAG, EXIT_MODES
 from target_omnisend.sinks import ContactSink
@@ -310,6 +312,7 @@ class TargetOmnisend(Target):
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = ContactSink
     capabilities = [*Target.capabilities, PluginCapabilities.ACTIVATE_VERSION]
+    message_reader_class = SingerLineReader
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Validate the settings and prepare the shared run objects (no I/O yet)."""
@@ -774,7 +777,14 @@ class TargetOmnisend(Target):
             FatalApiError = RunFailed
         try:
             super().invoke(**kwargs)
-        except (FatalApiError, RunFailed, MappingConfigError, SyncStoreError) as error:
+        except (
+            FatalApiError,
+            RunFailed,
+            MappingConfigError,
+            SyncStoreError,
+            InvalidInputLine,
+            RecordsWithoutSchemaException,
+        ) as error:
             cls.logger.error("%s", error)
             sys.exit(1)
 

@@ -50,20 +50,3 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxServer]]:
     yield start
     for server in servers:
         server.stop()
-
-
-# Known bugs found by the reliability suite, tracked in the closing note; strict, so a fix flips them.
-KNOWN_BUGS = {
-    "test_malformed_json_line_is_a_clear_error": "target.invoke lets InvalidInputLine traceback",
-    "test_record_before_schema_is_a_clear_error": "target.invoke lets RecordsWithoutSchema traceback",
-    "test_non_utf8_bytes_end_as_a_reject_or_a_clear_error": "lone surrogates crash RejectWriter",
-    "test_debug_logging_masks_personal_data_and_hides_the_key": "SDK DEBUG logs the batch context",
-}
-
-
-def pytest_collection_modifyitems(items):
-    """Mark the known bugs as strict expected failures (see KNOWN_BUGS)."""
-    for item in items:
-        reason = KNOWN_BUGS.get(item.originalname)
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
