@@ -19,7 +19,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
 from target_omnisend.pipeline import NOT_UTF8
-from target_omnisend.segments import InvalidSegmentValue, is_deleted_record
+from target_omnisend.segments import DELETED_AT_FIELD, InvalidSegmentValue, is_deleted_record
 from target_omnisend.summary import mask_email, mask_phone
 from target_omnisend.sync import SegmentRef
 from target_omnisend.validation import FastJSONSchemaValidator
@@ -150,7 +150,7 @@ class ContactSink(BatchSink):
         summary = target.summary
         summary.add_read()
         sync = target.sync
-        sync.membership.count_record(self.stream_name)
+        sync.count_record(self.stream_name)
         invalid = self._invalid
         if invalid is not None and invalid[0] is record:
             self._invalid = None
@@ -186,6 +186,13 @@ class ContactSink(BatchSink):
                     return
                 result = remapped
         contacts[result.key] = (result, record, refs)
+
+    def _remove_sdc_metadata_from_record(self, record: dict) -> None:
+        """Drop the SDK's metadata columns, but keep `_sdc_deleted_at`: it marks an exit."""
+        deleted_at = record.get(DELETED_AT_FIELD)
+        super()._remove_sdc_metadata_from_record(record)
+        if deleted_at is not None:
+            record[DELETED_AT_FIELD] = deleted_at
 
     def _after_process_record(self, context: dict) -> None:
         """The SDK logs the whole batch context here at DEBUG: raw contacts, so never."""

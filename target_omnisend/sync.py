@@ -172,6 +172,8 @@ class SegmentSync:
         self.report = DryRunReport()
         self._lock = threading.Lock()
         self._refs: dict[tuple[str, str], SegmentRef] = {}
+        # Whether the store knew each segment's members before this run added any.
+        self._known_before: dict[str, bool] = {}
         self._snapshots: set[str] = set()
         self._getter = make_getter(settings.segment_field) if settings.segment_field else None
         brand = brand_id(api_url, api_key)
@@ -210,11 +212,24 @@ class SegmentSync:
                     render_segment_tag(template, stream, name),
                 )
                 self._refs[(stream, name)] = ref
+                if self.store is not None and ref.key not in self._known_before:
+                    self._known_before[ref.key] = self.store.knows_segment(ref.key)
             refs.append(ref)
         return refs
 
+    def count_record(self, stream: str) -> None:
+        """A record arrived: a snapshot is complete only if ACTIVATE_VERSION follows it."""
+        self.membership.count_record(stream)
+        if self._snapshots:
+            with self._lock:
+                self._snapshots.discard(stream)
+
     def mark_snapshot(self, stream: str) -> None:
-        """The stream is a full snapshot (the tap sent ACTIVATE_VERSION)."""
+        """The tap sent ACTIVATE_VERSION: the stream so far is a full snapshot.
+
+        Taps send it before and after a full table; a stream cut short (the tap died) lacks the
+        closing one, so records after the last ACTIVATE_VERSION undo the mark.
+        """
         with self._lock:
             self._snapshots.add(stream)
 
@@ -366,7 +381,10 @@ class SegmentSync:
     def _previous_members(
         self, segment_key: str, contact_lister: Callable[[str], set[str]] | None
     ) -> set[str]:
-        if self.store is not None and self.store.knows_segment(segment_key):
+        known = self._known_before.get(segment_key)
+        if known is None:
+            known = self.store is not None and self.store.knows_segment(segment_key)
+        if known and self.store is not None:
             return self.store.members(segment_key)
         tag = segment_key if self.settings.tags_enabled else None
         if tag is None or contact_lister is None or self.settings.on_segment_exit == "keep":

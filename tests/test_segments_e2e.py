@@ -1,0 +1,350 @@
+"""Segments across runs, end to end: the real CLI piped the same files again and again.
+
+Each test runs `target-omnisend` as a process against the sandbox with one sync store, and checks
+what the sandbox holds (tags, statuses, batches received), never what the target says it did.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from target_omnisend.client import OmnisendClient
+from target_omnisend.sync_store import SyncStore, brand_id
+from tests.test_cli_e2e import (
+    API_KEY,
+    EXECUTABLE,
+    base_config,
+    contacts_by_email,
+    email_status,
+    state_lines,
+)
+
+pytestmark = pytest.mark.e2e
+
+STREAM = "vip"
+TAG = "segment: vip"
+SCHEMA = {
+    "type": "SCHEMA",
+    "stream": STREAM,
+    "schema": {
+        "type": "object",
+        "properties": {
+            "email": {"type": "string"},
+            "first_name": {"type": ["string", "null"]},
+            "segments": {"type": ["array", "null"], "items": {"type": "string"}},
+            "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "key_properties": ["email"],
+}
+ACTIVATE = {"type": "ACTIVATE_VERSION", "stream": STREAM, "version": 1}
+
+
+def people(*names: str, changed: tuple[str, ...] = ()) -> dict[str, str]:
+    """{email: first name}; `changed` people get another first name."""
+    return {
+        f"{name}@example.com": (f"{name.title()} II" if name in changed else name.title())
+        for name in names
+    }
+
+
+def singer_input(
+    members: dict[str, str],
+    *,
+    snapshot: bool = True,
+    truncated: bool = False,
+    deleted: tuple[str, ...] = (),
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """A stream as a tap sends it: ACTIVATE_VERSION before and after a full snapshot."""
+    lines: list[dict[str, Any]] = [SCHEMA]
+    if snapshot:
+        lines.append(ACTIVATE)
+    for email, name in members.items():
+        record = {"email": email, "first_name": name, **(extra or {}).get(email, {})}
+        lines.append({"type": "RECORD", "stream": STREAM, "record": record})
+    for email in deleted:
+        record = {"email": email, "_sdc_deleted_at": "2026-11-24T10:00:00Z"}
+        lines.append({"type": "RECORD", "stream": STREAM, "record": record})
+    if snapshot and not truncated:
+        lines.append(ACTIVATE)
+    if not truncated:
+        lines.append({"type": "STATE", "value": {"run": len(members)}})
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def run(config: dict[str, Any], text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    config_path = cwd / f"config-{time.monotonic_ns()}.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return subprocess.run(
+        [EXECUTABLE, "--config", str(config_path)],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def settled(sandbox: Any) -> dict[str, dict[str, Any]]:
+    """Contacts once every accepted tags call is applied."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        dump = sandbox.dump()
+        accepted = sum(
+            count
+            for route, codes in dump["requests"].items()
+            if "/contacts/tags" in route
+            for status, count in codes.items()
+            if str(status).startswith("2")
+        )
+        if len(dump["tag_operations"]) >= accepted:
+            break
+        time.sleep(0.05)
+    return contacts_by_email(sandbox)
+
+
+def tagged(sandbox: Any, tag: str = TAG) -> set[str]:
+    return {email for email, c in settled(sandbox).items() if tag in (c.get("tags") or [])}
+
+
+def items_received(sandbox: Any) -> int:
+    """Contacts the sandbox received in batches so far."""
+    return sum(batch["totalCount"] for batch in sandbox.dump()["batches"])
+
+
+def tag_calls(sandbox: Any) -> int:
+    return sum(
+        sum(codes.values())
+        for route, codes in sandbox.dump()["requests"].items()
+        if "/contacts/tags" in route
+    )
+
+
+@pytest.fixture
+def config(sandbox: Any, tmp_path: Path) -> dict[str, Any]:
+    sandbox.configure(tags_apply_delay=0, segment_build_seconds=0)
+    return base_config(sandbox, tmp_path, sync_state_path=str(tmp_path / "sync.sqlite"))
+
+
+@pytest.mark.parametrize("mode", ["keep", "remove_tag", "unsubscribe"])
+def test_enter_stay_change_leave_and_reenter_across_runs(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any], mode: str
+) -> None:
+    config.update(on_segment_exit=mode, max_exit_ratio=0.5)
+    everyone = ("ann", "bob", "cy", "dee", "eve")
+    ok(run(config, singer_input(people(*everyone)), tmp_path))
+    assert tagged(sandbox) == set(people(*everyone))
+    sent_before = items_received(sandbox)
+
+    # dee changes, eve leaves, fay enters; ann, bob and cy stay unchanged.
+    second = people("ann", "bob", "cy", "dee", "fay", changed=("dee",))
+    result = ok(run(config, singer_input(second), tmp_path))
+    # dee (changed) and fay (new) only; and eve's unsubscribe in that mode.
+    assert items_received(sandbox) - sent_before == 2 + (mode == "unsubscribe")
+    contacts = settled(sandbox)
+    assert contacts["dee@example.com"]["firstName"] == "Dee II"
+    assert "fay@example.com" in tagged(sandbox)
+    eve = contacts["eve@example.com"]
+    if mode == "keep":
+        assert TAG in eve["tags"]
+        assert email_status(eve) == "nonSubscribed"
+    else:
+        assert TAG not in eve["tags"]
+    assert email_status(eve) == ("unsubscribed" if mode == "unsubscribe" else "nonSubscribed")
+    assert state_lines(result.stdout) == [{"run": 5}]
+
+    # eve comes back.
+    ok(run(config, singer_input({**second, **people("eve")}), tmp_path))
+    assert "eve@example.com" in tagged(sandbox)
+    assert tagged(sandbox) == set(second) | {"eve@example.com"}
+
+
+def test_an_exit_never_unsubscribes_a_member_of_another_segment_of_the_run(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="unsubscribe", segment_field="segments", max_exit_ratio=0.6)
+    both = {"segments": ["gold", "silver"]}
+    gold_only = {"segments": ["gold"]}
+    first = people("ann", "bob", "cy")
+    extra = {email: both for email in first}
+    ok(run(config, singer_input(first, extra=extra), tmp_path))
+    assert tagged(sandbox, "segment: gold") == tagged(sandbox, "segment: silver") == set(first)
+
+    # ann leaves silver but stays in gold: silver's tag goes, her email stays as it was.
+    extra["ann@example.com"] = gold_only
+    ok(run(config, singer_input(first, extra=extra), tmp_path))
+    ann = settled(sandbox)["ann@example.com"]
+    assert "segment: silver" not in ann["tags"]
+    assert "segment: gold" in ann["tags"]
+    assert email_status(ann) == "nonSubscribed"
+
+
+def test_deleted_records_are_exits_even_without_a_snapshot(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="remove_tag")
+    members = people("ann", "bob", "cy", "dee", "eve", "fay")
+    ok(run(config, singer_input(members, snapshot=False), tmp_path))
+    # An incremental run: only ann changes, bob is deleted; the absent ones stay members.
+    update = people("ann", changed=("ann",))
+    ok(run(config, singer_input(update, snapshot=False, deleted=("bob@example.com",)), tmp_path))
+    assert tagged(sandbox) == set(members) - {"bob@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("case", "text"),
+    [
+        ("empty stream", singer_input({})),
+        ("truncated stream", singer_input(people("ann", "bob", "cy"), truncated=True)),
+    ],
+)
+def test_empty_and_truncated_streams_remove_nobody(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any], case: str, text: str
+) -> None:
+    config.update(on_segment_exit="remove_tag", max_exit_ratio=1.0)
+    members = people("ann", "bob", "cy", "dee", "eve")
+    ok(run(config, singer_input(members), tmp_path))
+    ok(run(config, text, tmp_path))
+    assert tagged(sandbox) == set(members), case
+
+
+def test_a_mass_exit_above_max_exit_ratio_removes_nobody_and_fails(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="unsubscribe", max_exit_ratio=0.2)
+    members = people("ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ivy", "jo")
+    ok(run(config, singer_input(members), tmp_path))
+    result = run(config, singer_input(people("ann", "bob", "cy", "dee", "eve")), tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "5 of 10 members (50.0%) would leave; max_exit_ratio is 0.2" in result.stderr
+    assert result.stdout == ""  # no STATE
+    contacts = settled(sandbox)
+    assert tagged(sandbox) == set(members)
+    assert all(email_status(contacts[email]) == "nonSubscribed" for email in members)
+    # The store still knows every member: a corrected run is not a first run.
+    with SyncStore(config["sync_state_path"], brand_id(config["api_url"], API_KEY)) as store:
+        assert store.members(TAG) == set(members)
+
+
+def test_an_unchanged_rerun_makes_no_contact_writes(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    names = tuple(f"p{n}" for n in range(60))
+    ok(run(config, singer_input(people(*names)), tmp_path))
+    items, tags = items_received(sandbox), tag_calls(sandbox)
+    result = ok(run(config, singer_input(people(*names)), tmp_path))
+    assert (items_received(sandbox), tag_calls(sandbox)) == (items, tags)
+    assert state_lines(result.stdout) == [{"run": 60}]
+    ok(run(config, singer_input(people(*names, changed=("p7",))), tmp_path))
+    assert items_received(sandbox) == items + 1
+    assert settled(sandbox)["p7@example.com"]["firstName"] == "P7 II"
+    # full_resync ignores the store.
+    ok(run({**config, "full_resync": True}, singer_input(people(*names)), tmp_path))
+    assert items_received(sandbox) == items + 1 + 60
+
+
+def test_without_a_store_exits_rebuild_membership_from_omnisend(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
+    members = people("ann", "bob", "cy", "dee")
+    ok(run(config, singer_input(members), tmp_path))
+    for path in tmp_path.glob("sync.sqlite*"):  # a new machine
+        path.unlink()
+    ok(run(config, singer_input(people("ann", "bob", "cy")), tmp_path))
+    assert tagged(sandbox) == set(people("ann", "bob", "cy"))
+
+
+def test_create_segments_yields_a_segment_of_the_tagged_contacts(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(create_segments=True)
+    members = people("ann", "bob", "cy")
+    ok(run(config, singer_input(members), tmp_path))
+    ok(run(config, singer_input(members), tmp_path))  # found by name, not created twice
+    segments = [s for s in sandbox.dump()["segments"] if s["name"] == TAG]
+    assert len(segments) == 1
+    client = OmnisendClient(API_KEY, api_version="2026-03-15", api_url=config["api_url"])
+    try:
+        settled(sandbox)
+        in_segment = client.iter_contacts(segmentID=segments[0]["segmentID"])
+        emails = {i["id"] for c in in_segment for i in c["identifiers"] if i["type"] == "email"}
+    finally:
+        client.close()
+    assert emails == set(members)
+
+
+def test_v5_refuses_create_segments_with_a_clear_message(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    v5 = base_config(sandbox, tmp_path, api_version="v5", create_segments=True)
+    result = run(v5, singer_input(people("ann")), tmp_path)
+    assert result.returncode != 0
+    assert "create_segments needs the 2026-03-15 API" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sandbox.dump()["contacts"] == []
+
+
+def test_dry_run_reports_what_would_change_and_writes_nothing(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
+    ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
+    before = sandbox.dump()
+    store_bytes = Path(config["sync_state_path"]).read_bytes()
+    dry = {**config, "dry_run": True, "dry_run_path": str(tmp_path / "dry.jsonl")}
+    text = singer_input(people("ann", "bob", "dee", "eve", changed=("bob",)))
+    result = ok(run(dry, text, tmp_path))
+    assert result.stdout == ""
+    report = json.loads(result.stderr.split("Dry run report: ", 1)[1].splitlines()[0])
+    assert report["would"] == {
+        "created": 1,
+        "updated": 1,
+        "unchanged": 2,
+        "tagged": 1,
+        "untagged": 1,
+        "unsubscribed": 0,
+    }
+    assert "eve@example.com" not in result.stderr  # samples are masked
+    payloads = [json.loads(line) for line in (tmp_path / "dry.jsonl").read_text().splitlines()]
+    assert sorted(row["key"] for row in payloads) == ["bob@example.com", "eve@example.com"]
+    after = sandbox.dump()
+    assert after["contacts"] == before["contacts"]
+    assert after["batches"] == before["batches"]
+    assert Path(config["sync_state_path"]).read_bytes() == store_bytes
+
+
+def test_max_records_runs_a_trial_without_state(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(max_records=2, on_segment_exit="remove_tag", max_exit_ratio=1.0)
+    result = ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
+    assert result.stdout == ""
+    assert set(settled(sandbox)) == {"ann@example.com", "bob@example.com"}
+
+
+def test_a_second_run_for_the_same_brand_fails_fast(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    with SyncStore(config["sync_state_path"], brand_id(config["api_url"], API_KEY)) as store:
+        store.acquire_run_lock()
+        result = run(config, singer_input(people("ann")), tmp_path)
+    assert result.returncode == 1
+    assert "Another target-omnisend run for this brand" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sandbox.dump()["contacts"] == []
