@@ -1,0 +1,101 @@
+"""SegmentSync in process: settings checks, change-only selection, entrant tags, snapshots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from target_omnisend.mapping import MappedContact
+from target_omnisend.sync import SegmentSync, SyncSettings
+from target_omnisend.sync_store import SendReason
+
+LOG = logging.getLogger("test-sync")
+
+
+def contact(email: str, name: str = "Ann", tags: tuple[str, ...] = ()) -> MappedContact:
+    payload = {"identifiers": [{"type": "email", "id": email}], "firstName": name}
+    return MappedContact(email, email, None, payload, tags)
+
+
+def make_sync(tmp_path: Path, **config: object) -> SegmentSync:
+    api_version = str(config.pop("api_version", "2026-03-15"))
+    settings = SyncSettings.from_config(
+        {"sync_state_path": str(tmp_path / "sync.sqlite"), **config}, api_version
+    )
+    return SegmentSync(settings, "http://127.0.0.1:1/api", "key-1", dry_run=False, logger=LOG)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"api_version": "v5", "create_segments": True}, "create_segments needs the 2026-03-15"),
+        ({"api_version": "v5", "on_segment_exit": "remove_tag"}, "remove_tag needs the 2026"),
+        ({"create_segments": True, "segment_tag": ""}, "needs segment_tag"),
+        ({"segment_tag": "seg {name}"}, "may use only {stream} and {segment}"),
+        ({"max_exit_ratio": 1.5}, "between 0 and 1"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(config: dict, message: str) -> None:
+    api_version = str(config.pop("api_version", "2026-03-15"))
+    with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        SyncSettings.from_config(config, api_version)
+
+
+def test_unchanged_members_are_skipped_and_changes_sent(tmp_path: Path) -> None:
+    sync = make_sync(tmp_path)
+    refs = sync.segments({"email": "a@x.com"}, "vip")
+    assert [(r.name, r.tag) for r in refs] == [("vip", "segment: vip")]
+    first = [(contact("a@x.com", tags=("static", "segment: vip")), refs)]
+    send, unchanged = sync.select("vip", first)
+    assert [i.reason for i in send] == [SendReason.NEW]
+    assert not unchanged
+    assert send[0].entrant_tags == ("segment: vip",)
+    assert sync.tags_to_add(send[0], True, refs) == ("static", "segment: vip")
+    sync.confirmed(send)
+    sync.memberships_confirmed(["segment: vip"], ["a@x.com"])
+
+    send, unchanged = sync.select("vip", first)
+    assert not send
+    assert unchanged[0].entrant_tags == ()
+    assert sync.tags_to_add(unchanged[0], False, refs) == ()
+
+    changed = [(contact("a@x.com", name="Anna", tags=("static", "segment: vip")), refs)]
+    send, _ = sync.select("vip", changed)
+    assert [i.reason for i in send] == [SendReason.CHANGED]
+    assert sync.tags_to_add(send[0], True, refs) == ("static",)  # already a member
+    sync.close()
+
+
+def test_an_unchanged_entrant_is_tagged_on_2026_and_resent_on_v5(tmp_path: Path) -> None:
+    for api_version, resent in (("2026-03-15", False), ("v5", True)):
+        sync = make_sync(tmp_path / api_version, api_version=api_version)
+        vip = sync.segments({}, "vip")
+        sync.confirmed(sync.select("vip", [(contact("a@x.com"), vip)])[0])
+        gold = sync.segments({}, "gold")  # the same, unchanged contact enters another segment
+        send, unchanged = sync.select("gold", [(contact("a@x.com"), gold)])
+        assert bool(send) is resent
+        item = (send or unchanged)[0]
+        assert item.entrant_tags == ("segment: gold",)
+        sync.close()
+
+
+def test_a_snapshot_is_complete_only_if_activate_version_follows_the_last_record(
+    tmp_path: Path,
+) -> None:
+    sync = make_sync(tmp_path)
+    sync.mark_snapshot("vip")
+    sync.count_record("vip")
+    assert not sync._is_snapshot("vip")
+    sync.mark_snapshot("vip")
+    assert sync._is_snapshot("vip")
+    sync.close()
+
+
+def test_one_run_per_brand(tmp_path: Path) -> None:
+    first = make_sync(tmp_path)
+    with pytest.raises(Exception, match="Another target-omnisend run for this brand"):
+        make_sync(tmp_path)
+    first.close()
+    make_sync(tmp_path).close()
