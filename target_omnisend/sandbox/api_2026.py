@@ -6,14 +6,13 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 from target_omnisend.sandbox import segments as segment_rules
+from target_omnisend.sandbox.api_common import ContactsApi, matches_identity
 from target_omnisend.sandbox.core import Reply, Request, problem
-from target_omnisend.sandbox.store import ConflictError, NotFoundError, channel_status
-from target_omnisend.sandbox.validation import error, validate_contact, validate_tags_request
+from target_omnisend.sandbox.store import channel_status
+from target_omnisend.sandbox.validation import error, validate_tags_request
 
 if TYPE_CHECKING:
     from target_omnisend.sandbox.state import SandboxState
-
-BATCH_ENDPOINTS = ("products", "contacts", "events", "categories")
 
 
 def render_contact(contact: dict[str, Any]) -> dict[str, Any]:
@@ -38,18 +37,40 @@ def render_contact(contact: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def invalid(errors: list[dict[str, str]]) -> Reply:
-    """A 400 ValidationProblem."""
-    return problem(400, "The request contains invalid input.", errors)
+class Api2026(ContactsApi):
+    """2026-03-15: problem bodies, 201 on creation, batches of up to 100 items."""
+
+    generation = "2026"
+    max_batch_items = 100
+    batch_created_status = 201
+
+    render_contact = staticmethod(render_contact)
+
+    def invalid(self, errors: list[dict[str, str]]) -> Reply:
+        """A 400 ValidationProblem."""
+        return problem(400, "The request contains invalid input.", errors)
+
+    def not_found(self, kind: str) -> Reply:
+        """A 404 problem naming the missing ``kind``."""
+        return problem(404, f"{kind} not found.")
+
+    def conflict(self) -> Reply:
+        """A 409 problem."""
+        return problem(409, "An identifier belongs to another contact.")
+
+    def patch_target(self, state: SandboxState, req: Request) -> str | Reply:
+        """PATCH /contacts/{id}, or PATCH /contacts?email= (the contact owning that email)."""
+        contact_id = req.params.get("id")
+        if contact_id is not None:
+            return contact_id
+        if "email" not in req.query:
+            return invalid([error("email", "required", "The email query parameter is required")])
+        found = state.store.find("email", req.query["email"])
+        return self.not_found("Contact") if found is None else found["id"]
 
 
-def upsert_contact(state: SandboxState, req: Request) -> Reply:
-    """POST /contacts."""
-    errors = validate_contact(req.body, "2026")
-    if errors:
-        return invalid(errors)
-    code, contact = state.store.upsert(req.body, "2026", state.settings)
-    return Reply(code, render_contact(contact) if contact else {})
+API = Api2026()
+invalid = API.invalid
 
 
 def list_contacts(state: SandboxState, req: Request) -> Reply:
@@ -89,12 +110,7 @@ def list_contacts(state: SandboxState, req: Request) -> Reply:
 
 
 def _matches(contact: dict[str, Any], q: dict[str, str]) -> bool:
-    ids = {(i["type"], i["id"]) for i in contact["identifiers"]}
-    if "email" in q and ("email", q["email"]) not in ids:
-        return False
-    if "phone" in q and ("phone", q["phone"]) not in ids:
-        return False
-    if "tag" in q and q["tag"] not in contact["tags"]:
+    if not matches_identity(contact, q):
         return False
     if "status" in q and channel_status(contact) != q["status"]:
         return False
@@ -120,37 +136,6 @@ def _decode_cursor(cursor: str) -> int | None:
         return None
 
 
-def get_contact(state: SandboxState, req: Request) -> Reply:
-    """GET /contacts/{id}."""
-    with state.store.lock:
-        contact = state.store.contacts.get(req.params["id"])
-        return (
-            Reply(200, render_contact(contact)) if contact else problem(404, "Contact not found.")
-        )
-
-
-def patch_contact(state: SandboxState, req: Request) -> Reply:
-    """PATCH /contacts/{id} and PATCH /contacts?email=."""
-    errors = validate_contact(req.body, "2026", partial=True)
-    if errors:
-        return invalid(errors)
-    contact_id = req.params.get("id")
-    if contact_id is None:
-        if "email" not in req.query:
-            return invalid([error("email", "required", "The email query parameter is required")])
-        found = state.store.find("email", req.query["email"])
-        if found is None:
-            return problem(404, "Contact not found.")
-        contact_id = found["id"]
-    try:
-        contact = state.store.patch(contact_id, req.body, "2026")
-    except NotFoundError:
-        return problem(404, "Contact not found.")
-    except ConflictError:
-        return problem(409, "An identifier belongs to another contact.")
-    return Reply(200, render_contact(contact))
-
-
 def change_tags(state: SandboxState, req: Request) -> Reply:
     """POST (add) and DELETE (remove) /contacts/tags: 202, applied later."""
     errors = validate_tags_request(req.body)
@@ -162,36 +147,12 @@ def change_tags(state: SandboxState, req: Request) -> Reply:
     return Reply(202)
 
 
-def create_batch(state: SandboxState, req: Request) -> Reply:
-    """POST /batches (≤ 100 items)."""
-    errors = validate_batch(req.body, 100)
-    if errors:
-        return invalid(errors)
-    batch = state.batches.create(req.body, "2026", req.brand)
-    return Reply(201, {"batchID": batch["batchID"], "totalCount": batch["totalCount"]})
-
-
-def validate_batch(body: Any, max_items: int) -> list[dict[str, str]]:
-    """Errors of a batch creation body."""
-    if not isinstance(body, dict):
-        return [error("body", "invalid_type", "Body must be a JSON object")]
-    errors = []
-    if body.get("method") not in ("POST", "PUT"):
-        errors.append(error("method", "invalid_value", "Must be POST or PUT"))
-    if body.get("endpoint") not in BATCH_ENDPOINTS:
-        errors.append(error("endpoint", "invalid_value", "Unknown endpoint"))
-    items = body.get("items")
-    if not isinstance(items, list) or not 1 <= len(items) <= max_items:
-        errors.append(error("items", "invalid_value", f"Must hold 1-{max_items} items"))
-    return errors
-
-
 def list_batches(state: SandboxState, req: Request) -> Reply:
     """GET /batches with endpoint/status filters and offset paging."""
     limit, offset = _int(req.query.get("limit", "100")), _int(req.query.get("offset", "0"))
     if limit is None or not 1 <= limit <= 100 or offset is None or offset < 0:
         return invalid([error("limit", "invalid_value", "limit 1-100, offset >= 0")])
-    found = state.batches.list("2026", req.query.get("endpoint"), req.query.get("status"))
+    found = API.find_batches(state, req)
     base = f"{state.base_url}/api/batches?limit={limit}"
     paging: dict[str, Any] = {"limit": limit, "offset": offset}
     if offset + limit < len(found):
@@ -199,18 +160,6 @@ def list_batches(state: SandboxState, req: Request) -> Reply:
     if offset:
         paging["previous"] = f"{base}&offset={max(0, offset - limit)}"
     return Reply(200, {"batches": found[offset : offset + limit], "paging": paging})
-
-
-def get_batch(state: SandboxState, req: Request) -> Reply:
-    """GET /batches/{id}."""
-    batch = state.batches.get(req.params["id"])
-    return Reply(200, batch) if batch else problem(404, "Batch not found.")
-
-
-def get_batch_items(state: SandboxState, req: Request) -> Reply:
-    """GET /batches/{id}/items."""
-    batch = state.batches.items(req.params["id"])
-    return Reply(200, batch) if batch else problem(404, "Batch not found.")
 
 
 def create_segment(state: SandboxState, req: Request) -> Reply:
@@ -243,13 +192,21 @@ def segment_statistics(state: SandboxState, req: Request) -> Reply:
     return Reply(200, {"contactsCount": count})
 
 
-def update_segment(state: SandboxState, req: Request) -> Reply:
-    """PUT /segments/{id}: 409 while building."""
+def _editable_segment(state: SandboxState, req: Request) -> dict[str, Any] | Reply:
+    """The segment ``{id}`` names, or a 404 (unknown) or 409 (still building) reply."""
     segment = state.segments.get(req.params["id"])
     if segment is None:
         return problem(404, "Segment not found.")
     if segment["status"] == "building":
         return problem(409, "The segment is still building.")
+    return segment
+
+
+def update_segment(state: SandboxState, req: Request) -> Reply:
+    """PUT /segments/{id}: 409 while building."""
+    segment = _editable_segment(state, req)
+    if isinstance(segment, Reply):
+        return segment
     errors = segment_rules.validate(req.body)
     if errors:
         return invalid(errors)
@@ -258,27 +215,25 @@ def update_segment(state: SandboxState, req: Request) -> Reply:
 
 def delete_segment(state: SandboxState, req: Request) -> Reply:
     """DELETE /segments/{id}: 409 while building."""
-    segment = state.segments.get(req.params["id"])
-    if segment is None:
-        return problem(404, "Segment not found.")
-    if segment["status"] == "building":
-        return problem(409, "The segment is still building.")
+    segment = _editable_segment(state, req)
+    if isinstance(segment, Reply):
+        return segment
     state.delete_segment(segment)
     return Reply(204)
 
 
 ROUTES = [
-    ("POST", "/api/contacts", upsert_contact),
+    ("POST", "/api/contacts", API.upsert_contact),
     ("GET", "/api/contacts", list_contacts),
-    ("PATCH", "/api/contacts", patch_contact),
+    ("PATCH", "/api/contacts", API.patch_contact),
     ("POST", "/api/contacts/tags", change_tags),
     ("DELETE", "/api/contacts/tags", change_tags),
-    ("GET", "/api/contacts/{id}", get_contact),
-    ("PATCH", "/api/contacts/{id}", patch_contact),
-    ("POST", "/api/batches", create_batch),
+    ("GET", "/api/contacts/{id}", API.get_contact),
+    ("PATCH", "/api/contacts/{id}", API.patch_contact),
+    ("POST", "/api/batches", API.create_batch),
     ("GET", "/api/batches", list_batches),
-    ("GET", "/api/batches/{id}", get_batch),
-    ("GET", "/api/batches/{id}/items", get_batch_items),
+    ("GET", "/api/batches/{id}", API.get_batch),
+    ("GET", "/api/batches/{id}/items", API.get_batch_items),
     ("POST", "/api/segments", create_segment),
     ("GET", "/api/segments", list_segments),
     ("GET", "/api/segments/{id}", get_segment),

@@ -88,19 +88,15 @@ class SandboxState:
 
     def handle_item(self, item: Any, generation: str) -> tuple[int, Any]:
         """Apply one batch item as POST /contacts would; (code, response)."""
+        api = api_2026.API if generation == "2026" else api_v5.API
         errors = validate_contact(item, generation)
         if errors:
-            reply = api_2026.invalid(errors) if generation == "2026" else api_v5.invalid(errors)
-            return 400, reply.body
+            return 400, api.invalid(errors).body
         forced = self._forced_item_error(item)
         if forced is not None:
             return forced
-        code, contact = self.store.upsert(item, generation, self.settings)
-        if contact is None:
-            return 200, {}
-        if generation == "2026":
-            return code, api_2026.render_contact(contact)
-        return 200, api_v5.render_contact(contact)
+        reply = api.store_contact(self, item)
+        return reply.status, reply.body
 
     def _forced_item_error(self, item: dict[str, Any]) -> tuple[int, Any] | None:
         for identifier in item.get("identifiers", []):
