@@ -23,7 +23,6 @@ import json
 import math
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ from typing import Any
 import bench_lib
 import generate
 import local
-from sandbox_proc import SandboxProcess
+
+from target_omnisend.sandbox.process import SandboxProcess
 
 CONTACTS_PER_MINUTE = 400
 TAG_CALLS_PER_MINUTE = 60
@@ -57,7 +57,7 @@ def sandbox_settings(time_scale: float) -> dict[str, Any]:
 
 def start_sandbox(time_scale: float, workdir: Path) -> SandboxProcess:
     """A configured sandbox child process (the caller stops it)."""
-    sandbox = SandboxProcess([], workdir / "sandbox.log").start()
+    sandbox = SandboxProcess(log_path=workdir / "sandbox.log").start()
     try:
         sandbox.configure(**sandbox_settings(time_scale))
     except Exception:
@@ -119,28 +119,6 @@ def _iter_request_entries(dump: dict[str, Any]) -> list[tuple[str, int]]:
 
 def _count_429(dump: dict[str, Any]) -> int:
     return int(dump.get("rate_limited") or 0)
-
-
-def _accepted_tag_calls(dump: dict[str, Any]) -> int:
-    return sum(
-        int(count)
-        for route, codes in (dump.get("requests") or {}).items()
-        if "/contacts/tags" in route
-        for status, count in codes.items()
-        if str(status).startswith("2")
-    )
-
-
-def settled_dump(sandbox: SandboxProcess, timeout: float = 15.0) -> dict[str, Any]:
-    """The dump once every accepted tag call has been applied (tags apply asynchronously)."""
-    deadline = time.monotonic() + timeout
-    dump = sandbox.dump()
-    while len(dump.get("tag_operations") or ()) < _accepted_tag_calls(dump):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-        dump = sandbox.dump()
-    return dump
 
 
 def batch_items_submitted(dump: dict[str, Any]) -> int:
@@ -209,7 +187,7 @@ def end_to_end(api_version: str, records: int, time_scale: float, workdir: Path)
         api_base = sandbox.v5_url if api_version == "v5" else sandbox.api_url
         config = target_config(workdir, "target", api_version, api_base, time_scale)
         run, summary = run_target(config, input_path, workdir, "target")
-        dump = settled_dump(sandbox)
+        dump = sandbox.settled_dump()
     expected = generate.expected(records)
     counts = request_counts(dump)
     held = len(contacts_in_dump(dump))
@@ -276,9 +254,9 @@ def rerun(records: int, time_scale: float, workdir: Path) -> dict[str, Any]:
             workdir, "rerun", "2026-03-15", sandbox.api_url, time_scale, sync_state_path=store
         )
         first_run, _ = run_target(config, input_path, workdir, "first")
-        after_first = settled_dump(sandbox)
+        after_first = sandbox.settled_dump()
         second_run, second_summary = run_target(config, input_path, workdir, "second")
-        after_second = settled_dump(sandbox)
+        after_second = sandbox.settled_dump()
     first_items = batch_items_submitted(after_first)
     second_items = batch_items_submitted(after_second) - first_items
     first_counts = request_counts(after_first)

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from target_omnisend.sandbox.process import SandboxProcess, SandboxStartError
 from target_omnisend.summary import SUMMARY_PREFIX, mask_email, mask_phone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,39 +36,6 @@ STARTUP_TIMEOUT = 20.0
 
 class DemoError(RuntimeError):
     """A step of the demo failed; the message says which."""
-
-
-def start_sandbox() -> tuple[subprocess.Popen[str], str]:
-    """Start ``omnisend-sandbox --port 0`` and return (process, base URL)."""
-    process = subprocess.Popen(
-        [str(BIN / "omnisend-sandbox"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    ready = selector.select(timeout=STARTUP_TIMEOUT)
-    selector.close()
-    line = process.stdout.readline().strip() if ready else ""
-    if not line.startswith("http://"):
-        stop_sandbox(process)
-        raise DemoError(f"the sandbox did not print its URL (got {line!r})")
-    return process, line
-
-
-def stop_sandbox(process: subprocess.Popen[str]) -> None:
-    """Stop the sandbox process (SIGTERM, then SIGKILL after 10 s)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def meltano_env(api_url: str, work_dir: Path) -> dict[str, str]:
@@ -158,34 +123,6 @@ def print_summaries(summaries: list[dict[str, Any]]) -> None:
             print(f"  {key:<24} {shown}")
 
 
-def fetch_dump(api_url: str) -> dict[str, Any]:
-    """The sandbox's admin dump (loopback only)."""
-    with urllib.request.urlopen(f"{api_url}/_sandbox/dump", timeout=10) as response:  # noqa: S310
-        return json.load(response)
-
-
-def _accepted_tag_calls(dump: dict[str, Any]) -> int:
-    return sum(
-        int(count)
-        for route, codes in (dump.get("requests") or {}).items()
-        if "/contacts/tags" in route
-        for status, count in codes.items()
-        if str(status).startswith("2")
-    )
-
-
-def settled_dump(api_url: str, timeout: float = 15.0) -> dict[str, Any]:
-    """The dump once every accepted tags call has been applied (the sandbox applies them late)."""
-    deadline = time.monotonic() + timeout
-    dump = fetch_dump(api_url)
-    while len(dump.get("tag_operations") or ()) < _accepted_tag_calls(dump):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-        dump = fetch_dump(api_url)
-    return dump
-
-
 def _identifier(contact: dict[str, Any], kind: str) -> dict[str, Any]:
     for identifier in contact.get("identifiers") or ():
         if identifier.get("type") == kind:
@@ -233,7 +170,11 @@ def _dry_run() -> bool:
 def run_demo() -> None:
     """The whole demo; raises DemoError on the first failing step."""
     meltano = str(BIN / "meltano")
-    sandbox, url = start_sandbox()
+    try:
+        sandbox = SandboxProcess(start_timeout=STARTUP_TIMEOUT).start()
+    except SandboxStartError as error:
+        raise DemoError(str(error)) from error
+    url = sandbox.url
     print(f"==> sandbox running at {url} (a local stand-in for Omnisend's API)", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="target-omnisend-demo-") as work_dir:
@@ -245,13 +186,13 @@ def run_demo() -> None:
                 env,
             )
         print_summaries(find_summaries(output))
-        dump = settled_dump(url)
+        dump = sandbox.settled_dump()
         print_sandbox(dump)
         if not dump.get("contacts") and not _dry_run():
             raise DemoError("the job finished but the sandbox holds no contacts")
         print(f"\nRejected records are in {ROOT / '.target-omnisend'} (Singer messages, 0600).")
     finally:
-        stop_sandbox(sandbox)
+        sandbox.stop()
         print("==> sandbox stopped")
 
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from target_omnisend.sandbox import api_2026, api_v5, faults
 from target_omnisend.sandbox.core import Reply, Request, error_reply, problem
+from target_omnisend.sandbox.handle import SandboxHandle
 from target_omnisend.sandbox.settings import SandboxSettings
 from target_omnisend.sandbox.state import SandboxState
 
@@ -297,7 +298,7 @@ class _HTTPServer(ThreadingHTTPServer):
                     connection.shutdown(socket.SHUT_RDWR)
 
 
-class SandboxServer:
+class SandboxServer(SandboxHandle):
     """An Omnisend-compatible API server on loopback, for tests, demos and benchmarks."""
 
     def __init__(
@@ -357,16 +358,6 @@ class SandboxServer:
     def url(self) -> str:
         """``http://host:port`` (no path)."""
         return f"http://{self._host}:{self.port}"
-
-    @property
-    def api_url(self) -> str:
-        """Base URL of the 2026 API."""
-        return self.url + "/api"
-
-    @property
-    def v5_url(self) -> str:
-        """Base URL of the v5 API."""
-        return self.url + "/v5"
 
     def dump(self) -> dict[str, Any]:
         """Everything the sandbox holds (format in the package docstring)."""

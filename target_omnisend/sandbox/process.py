@@ -1,4 +1,7 @@
-"""The Omnisend sandbox as a child process, driven over its admin endpoints."""
+"""The sandbox as a child process (``omnisend-sandbox --port 0``), driven over its admin endpoints.
+
+For scripts that want the sandbox in its own process: the benchmarks and ``make demo``.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +9,61 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import bench_lib
 import requests
+
+from target_omnisend.sandbox.handle import SandboxHandle
 
 START_TIMEOUT_SECONDS = 30.0
 
 
+class SandboxStartError(RuntimeError):
+    """The sandbox process did not print its URL in time."""
+
+
 def sandbox_command() -> list[str]:
-    """The `omnisend-sandbox` console script of this environment."""
-    script = bench_lib.BIN_DIR / "omnisend-sandbox"
+    """The ``omnisend-sandbox`` console script of this environment (or ``python -m`` its CLI)."""
+    script = Path(sys.executable).parent / "omnisend-sandbox"
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "target_omnisend.sandbox.cli"]
 
 
-class SandboxProcess:
-    """`omnisend-sandbox --port 0 [args]` in a child process; a context manager.
+class SandboxProcess(SandboxHandle):
+    """``omnisend-sandbox --port 0 [args]`` in a child process; a context manager.
 
     Attributes:
-        url: Base URL without a version path (``http://127.0.0.1:PORT``).
+        url: Base URL without a version path (``http://127.0.0.1:PORT``), once started.
     """
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        """Prepare (not start) the sandbox with extra CLI ``args``; its log goes to ``log_path``."""
-        self.args = args
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        """Prepare (not start) the sandbox with extra CLI ``args``.
+
+        Its stderr goes to ``log_path``, or to this process's stderr when None.
+        """
+        self.args = list(args or [])
         self.log_path = log_path
+        self.start_timeout = start_timeout
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
-        self._log = None
+        self._log: IO[str] | None = None
         self._session = requests.Session()
 
     def start(self) -> SandboxProcess:
-        """Start the server and wait for the URL it prints first on stdout."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("w", encoding="utf-8")
+        """Start the server and wait for the URL it prints first on stdout.
+
+        Raises:
+            SandboxStartError: no URL within ``start_timeout`` seconds (the process is stopped).
+        """
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("w", encoding="utf-8")
         self._process = subprocess.Popen(
             [*sandbox_command(), "--port", "0", *self.args],
             stdout=subprocess.PIPE,
@@ -54,12 +76,15 @@ class SandboxProcess:
             daemon=True,
         )
         reader.start()
-        reader.join(START_TIMEOUT_SECONDS)
+        reader.join(self.start_timeout)
         url = first_line[0].strip() if first_line else ""
         if not url.startswith("http"):
             self.stop()
-            log = self.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"omnisend-sandbox did not print its URL (got {url!r}):\n{log}")
+            message = f"omnisend-sandbox did not print its URL (got {url!r})"
+            if self.log_path is not None:
+                log = self.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+                message += f":\n{log}"
+            raise SandboxStartError(message)
         self.url = url.rstrip("/")
         # Keep draining stdout so the server never blocks on a full pipe.
         threading.Thread(target=self._drain_stdout, daemon=True).start()
@@ -69,16 +94,6 @@ class SandboxProcess:
         if self._process and self._process.stdout:
             for _ in self._process.stdout:
                 pass
-
-    @property
-    def api_url(self) -> str:
-        """Base URL of the 2026-03-15 API."""
-        return self.url + "/api"
-
-    @property
-    def v5_url(self) -> str:
-        """Base URL of the v5 API."""
-        return self.url + "/v5"
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """``POST /_sandbox/config`` with ``changes``; returns the answer."""
