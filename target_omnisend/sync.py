@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from target_omnisend.mapping import MappedContact, make_getter
@@ -375,8 +375,20 @@ class SegmentSync:
                     max_exit_ratio=self.settings.max_exit_ratio,
                     protected=self.membership.in_other_segments(segment_key),
                 )
-                decisions.append((stream, segment_key, decision))
+                decisions.append((stream, segment_key, self._protect(segment_key, decision)))
         return decisions
+
+    def _protect(self, segment_key: str, decision: ExitDecision) -> ExitDecision:
+        """Also protect from unsubscribing leavers the store knows in another segment.
+
+        A Meltano job runs each stream in its own target run, so "another segment of the same
+        run" is not enough: a contact still in a segment loaded by an earlier run stays subscribed.
+        """
+        unprotected = decision.leaving - decision.protected
+        if self.settings.on_segment_exit != "unsubscribe" or not unprotected or self.store is None:
+            return decision
+        elsewhere = self.store.members_elsewhere(segment_key, unprotected)
+        return replace(decision, protected=decision.protected | frozenset(elsewhere))
 
     def _previous_members(
         self, segment_key: str, contact_lister: Callable[[str], set[str]] | None

@@ -495,6 +495,19 @@ class SyncStore:
                 found.update(key for (key,) in rows)
         return set(wanted) - found
 
+    def members_elsewhere(self, segment_tag: str, keys: Iterable[str]) -> set[str]:
+        """The ``keys`` the store knows as members of any segment other than ``segment_tag``."""
+        found: set[str] = set()
+        with self._lock:
+            for chunk in _chunks(list(dict.fromkeys(keys))):
+                rows = self._conn.execute(
+                    "SELECT DISTINCT email_key FROM memberships WHERE brand = ? "
+                    "AND segment_tag != ? AND email_key IN (SELECT value FROM json_each(?))",
+                    (self.brand, segment_tag, json.dumps(list(chunk))),
+                )
+                found.update(key for (key,) in rows)
+        return found
+
     def add_members(
         self, segment_tag: str, keys: Iterable[str], *, now: float | None = None
     ) -> None:

@@ -61,19 +61,21 @@ def singer_input(
     truncated: bool = False,
     deleted: tuple[str, ...] = (),
     extra: dict[str, dict[str, Any]] | None = None,
+    stream: str = STREAM,
 ) -> str:
     """A stream as a tap sends it: ACTIVATE_VERSION before and after a full snapshot."""
-    lines: list[dict[str, Any]] = [SCHEMA]
+    activate = {**ACTIVATE, "stream": stream}
+    lines: list[dict[str, Any]] = [{**SCHEMA, "stream": stream}]
     if snapshot:
-        lines.append(ACTIVATE)
+        lines.append(activate)
     for email, name in members.items():
         record = {"email": email, "first_name": name, **(extra or {}).get(email, {})}
-        lines.append({"type": "RECORD", "stream": STREAM, "record": record})
+        lines.append({"type": "RECORD", "stream": stream, "record": record})
     for email in deleted:
         record = {"email": email, "_sdc_deleted_at": "2026-11-24T10:00:00Z"}
-        lines.append({"type": "RECORD", "stream": STREAM, "record": record})
+        lines.append({"type": "RECORD", "stream": stream, "record": record})
     if snapshot and not truncated:
-        lines.append(ACTIVATE)
+        lines.append(activate)
     if not truncated:
         lines.append({"type": "STATE", "value": {"run": len(members)}})
     return "".join(json.dumps(line) + "\n" for line in lines)
@@ -191,6 +193,25 @@ def test_an_exit_never_unsubscribes_a_member_of_another_segment_of_the_run(
     assert "segment: silver" not in ann["tags"]
     assert "segment: gold" in ann["tags"]
     assert email_status(ann) == "nonSubscribed"
+
+
+def test_an_exit_never_unsubscribes_a_member_of_a_segment_loaded_by_another_run(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="unsubscribe", max_exit_ratio=0.7)
+    ok(run(config, singer_input(people("ann", "bob", "cy"), stream="gold"), tmp_path))
+    ok(run(config, singer_input(people("ann", "bob", "cy"), stream="vip"), tmp_path))
+    # As a Meltano job does: each stream in its own run. ann leaves vip, stays in gold.
+    ok(run(config, singer_input(people("bob", "cy"), stream="vip"), tmp_path))
+    contacts = settled(sandbox)
+    assert "segment: vip" not in contacts["ann@example.com"]["tags"]
+    assert "segment: gold" in contacts["ann@example.com"]["tags"]
+    assert email_status(contacts["ann@example.com"]) == "nonSubscribed"
+    # bob leaves both: leaving gold (still in vip) keeps him, leaving vip unsubscribes him.
+    ok(run(config, singer_input(people("cy"), stream="gold"), tmp_path))
+    assert email_status(settled(sandbox)["bob@example.com"]) == "nonSubscribed"
+    ok(run(config, singer_input(people("cy"), stream="vip"), tmp_path))
+    assert email_status(settled(sandbox)["bob@example.com"]) == "unsubscribed"
 
 
 def test_deleted_records_are_exits_even_without_a_snapshot(
