@@ -143,6 +143,12 @@ _DATE_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
 )
+# Already canonical values, returned as they are once the calendar accepts them (fast path): UTC
+# `YYYY-MM-DDTHH:MM:SSZ` from year 1000 (earlier years are formatted differently) and `YYYY-MM-DD`.
+_CANONICAL_TIMESTAMP_RE = re.compile(
+    r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z"
+)
+_CANONICAL_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Regions whose national numbers keep their leading 0 after the calling code.
 _KEEP_TRUNK_ZERO = frozenset({"IT", "SM", "VA"})
 _GENDERS = {"m": "m", "male": "m", "f": "f", "female": "f"}
@@ -254,6 +260,8 @@ def make_getter(path: str) -> Getter:
     if "." not in path:
         return lambda record: record.get(path)
     steps = tuple(int(part) if part.isdigit() else part for part in path.split("."))
+    if all(isinstance(step, str) for step in steps):
+        return _make_key_path_getter(path, steps)  # type: ignore[arg-type]
 
     def get_nested(record: Mapping[str, Any]) -> Any:
         if path in record:
@@ -271,6 +279,35 @@ def make_getter(path: str) -> Getter:
         return value
 
     return get_nested
+
+
+def _make_key_path_getter(path: str, steps: tuple[str, ...]) -> Getter:
+    """`make_getter` for a dotted path of keys only (no list index): the common case, unrolled."""
+    if len(steps) == 2:
+        first, second = steps
+
+        def get_two(record: Mapping[str, Any]) -> Any:
+            if path in record:
+                return record[path]
+            if isinstance(record, dict):
+                value = record.get(first)
+                if isinstance(value, dict):
+                    return value.get(second)
+            return None
+
+        return get_two
+
+    def get_keys(record: Mapping[str, Any]) -> Any:
+        if path in record:
+            return record[path]
+        value: Any = record
+        for step in steps:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(step)
+        return value
+
+    return get_keys
 
 
 # ---------------------------------------------------------------------------
@@ -471,7 +508,17 @@ def make_timestamp_normaliser(field_name: str) -> Callable[[Any], str]:
     Naive values are taken as UTC.
     """
 
+    canonical = _CANONICAL_TIMESTAMP_RE.fullmatch
+    from_iso = datetime.fromisoformat
+
     def normalise_timestamp(value: Any) -> str:
+        if type(value) is str and canonical(value) is not None:
+            try:
+                from_iso(value)  # the date exists (Feb 30 does not)
+            except ValueError:
+                pass  # the general path below says why
+            else:
+                return value
         if isinstance(value, datetime):
             moment = value
         elif isinstance(value, date):
@@ -499,6 +546,13 @@ def make_timestamp_normaliser(field_name: str) -> Callable[[Any], str]:
 
 def normalise_birthdate(value: Any) -> str:
     """date, datetime or ISO string → YYYY-MM-DD (the date as written, no time-zone shift)."""
+    if type(value) is str and _CANONICAL_DATE_RE.fullmatch(value) is not None:
+        try:
+            date.fromisoformat(value)  # the date exists
+        except ValueError:
+            pass
+        else:
+            return value
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
@@ -693,14 +747,74 @@ def compile_plan(schema: Mapping[str, Any], config: MappingConfig) -> MappingPla
     return MappingPlan(mapping, config, warnings)
 
 
-_Step = tuple[str, Getter, Callable[[Any], Any]]
+Reader = Callable[[Mapping[str, Any]], Any]
+# Distinct segment tag sets whose tag tuple a plan remembers (flat memory: bounded).
+_TAG_CACHE_SIZE = 1024
+
+
+def _make_reader(path: str, normalise: Callable[[Any], Any]) -> Reader:
+    """Read `path` and normalise the value; None when it is absent or empty (None or "")."""
+    get = make_getter(path)  # checks the path
+    if "." not in path:
+
+        def read_key(record: Mapping[str, Any]) -> Any:
+            value = record.get(path)
+            if value is None or value == "":
+                return None
+            return normalise(value)
+
+        return read_key
+
+    def read_path(record: Mapping[str, Any]) -> Any:
+        value = get(record)
+        if value is None or value == "":
+            return None
+        return normalise(value)
+
+    return read_path
+
+
+def _make_text_reader(path: str, field_name: str) -> Reader:
+    """`_make_reader` for a text field, with the common case (a short string) inline."""
+    normalise = make_string_normaliser(field_name)
+    get = make_getter(path)
+    if "." not in path:
+
+        def read_text_key(record: Mapping[str, Any]) -> Any:
+            value = record.get(path)
+            if type(value) is str:
+                text = value.strip()
+                if len(text) <= MAX_STRING_LENGTH:
+                    return text or None
+            if value is None or value == "":
+                return None
+            return normalise(value)
+
+        return read_text_key
+
+    def read_text_path(record: Mapping[str, Any]) -> Any:
+        value = get(record)
+        if type(value) is str:
+            text = value.strip()
+            if len(text) <= MAX_STRING_LENGTH:
+                return text or None
+        if value is None or value == "":
+            return None
+        return normalise(value)
+
+    return read_text_path
 
 
 class MappingPlan:
-    """A compiled mapping; `map(record)` builds one contact."""
+    """A compiled mapping; `map(record)` builds one contact.
+
+    Everything that depends only on the schema and the settings is resolved here, once: a reader
+    per mapped field (its record path unrolled into a getter, its normaliser bound), the custom
+    property getters, the static tags. `map` only reads, normalises and assembles.
+    """
 
     def __init__(self, mapping: dict[str, str], config: MappingConfig, warnings: list[str]) -> None:
-        """Prepare getters and normalisers for every mapped field (use `compile_plan`)."""
+        """Prepare a reader for every mapped field (use `compile_plan`)."""
         self.matched: dict[str, str] = dict(mapping)
         self.warnings: list[str] = warnings
         self.config = config
@@ -708,53 +822,60 @@ class MappingPlan:
         self._date_key = "statusDate" if self._is_v5 else "statusChangedAt"
         self._welcome = bool(config.send_welcome_message)
         self._static_tags = _static_tags(config.static_tags)
+        self._tag_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._simple_steps = self._compile_simple_steps(mapping)
-        get = self._optional_getter
-        self._email = get(mapping, "email", make_email_normaliser(config.lowercase_emails))
-        self._phone = get(
+        # Normalisers are built even for unmapped fields: their settings are checked either way.
+        read = self._optional_reader
+        self._email = read(mapping, "email", make_email_normaliser(config.lowercase_emails))
+        self._phone = read(
             mapping, "phone", make_phone_normaliser("phone", config.default_phone_region)
         )
-        self._country = get(mapping, "country", normalise_country)
-        self._country_code = get(mapping, "countryCode", normalise_country_code)
-        self._email_status = get(
+        self._country = read(mapping, "country", normalise_country)
+        self._country_code = read(mapping, "countryCode", normalise_country_code)
+        self._email_status = read(
             mapping, "emailStatus", make_status_normaliser("emailStatus", config.status_values)
         )
-        self._email_date = get(
+        self._email_date = read(
             mapping, "emailStatusChangedAt", make_timestamp_normaliser("emailStatusChangedAt")
         )
-        self._sms_status = get(
+        self._sms_status = read(
             mapping, "smsStatus", make_status_normaliser("smsStatus", config.status_values)
         )
-        self._sms_date = get(
+        self._sms_date = read(
             mapping, "smsStatusChangedAt", make_timestamp_normaliser("smsStatusChangedAt")
         )
-        self._record_tags = get(mapping, "tags", _normalise_tag_list)
+        self._record_tags = read(mapping, "tags", _normalise_tag_list)
         self._consent_steps = tuple(
-            (key, make_getter(mapping[name]), _consent_normaliser(name))
+            (key, _consent_reader(name, mapping[name]))
             for name, key in _CONSENT_FIELDS
             if name in mapping
         )
         self._custom_steps, self._spread = _compile_custom_properties(config.custom_properties)
+        self._has_custom = bool(self._custom_steps) or self._spread is not None
 
     @staticmethod
-    def _optional_getter(
+    def _optional_reader(
         mapping: Mapping[str, str], name: str, normalise: Callable[[Any], Any]
-    ) -> tuple[Getter, Callable[[Any], Any]] | None:
+    ) -> Reader | None:
         if name not in mapping:
             return None
-        return make_getter(mapping[name]), normalise
+        return _make_reader(mapping[name], normalise)
 
     @staticmethod
-    def _compile_simple_steps(mapping: Mapping[str, str]) -> tuple[_Step, ...]:
-        normalisers: dict[str, Callable[[Any], Any]] = {
-            name: make_string_normaliser(name)
-            for name in ("firstName", "lastName", "address", "city", "state", "postalCode")
-        }
+    def _compile_simple_steps(mapping: Mapping[str, str]) -> tuple[tuple[str, Reader], ...]:
+        normalisers: dict[str, Callable[[Any], Any] | None] = dict.fromkeys(
+            ("firstName", "lastName", "address", "city", "state", "postalCode")
+        )  # text: None
         normalisers["gender"] = normalise_gender
         normalisers["birthdate"] = normalise_birthdate
         normalisers["createdAt"] = make_timestamp_normaliser("createdAt")
         return tuple(
-            (name, make_getter(mapping[name]), normalise)
+            (
+                name,
+                _make_text_reader(mapping[name], name)
+                if normalise is None
+                else _make_reader(mapping[name], normalise),
+            )
             for name, normalise in normalisers.items()
             if name in mapping
         )
@@ -769,15 +890,15 @@ class MappingPlan:
             return invalid.reject
 
     def _map(self, record: Mapping[str, Any], extra_tags: Sequence[str]) -> MappedContact | Reject:
-        email = _read(self._email, record)
-        phone = _read(self._phone, record)
+        # Fields are read and normalised in a fixed order: the first invalid one is the reject.
+        email = None if self._email is None else self._email(record)
+        phone = None if self._phone is None else self._phone(record)
         if email is None and phone is None:
             return Reject(
                 "missing_identifier", "The record has neither an email nor a phone.", "email"
             )
-        payload: dict[str, Any] = {}
+        consent = self._consent(record) if self._consent_steps else None
         identifiers = []
-        consent = self._consent(record)
         if email is not None:
             identifiers.append(
                 self._identifier(
@@ -790,37 +911,42 @@ class MappingPlan:
                     "phone", phone, "sms", self._sms_status, self._sms_date, record, consent
                 )
             )
-        payload["identifiers"] = identifiers
-        for name, getter, normalise in self._simple_steps:
-            value = getter(record)
-            if value is not None and value != "":
-                value = normalise(value)
-                if value is not None:
-                    payload[name] = value
-        self._add_country(record, payload)
-        custom = self._custom_properties(record)
-        if custom:
-            payload["customProperties"] = custom
+        payload: dict[str, Any] = {"identifiers": identifiers}
+        for name, read in self._simple_steps:
+            value = read(record)
+            if value is not None:
+                payload[name] = value
+        if self._country is not None or self._country_code is not None:
+            self._add_country(record, payload)
+        if self._has_custom:
+            custom = self._custom_properties(record)
+            if custom:
+                payload["customProperties"] = custom
         tags = self._tags(record, extra_tags)
         if self._is_v5 and tags:
             payload["tags"] = list(tags)
-        key = email if email is not None else phone
-        return MappedContact(key, email, phone, payload, tags)  # type: ignore[arg-type]
+        return MappedContact(
+            email if email is not None else phone,  # type: ignore[arg-type]
+            email,
+            phone,
+            payload,
+            tags,
+        )
 
     def _identifier(
         self,
         kind: str,
         value: str,
         channel: str,
-        status_step: tuple[Getter, Callable[[Any], Any]] | None,
-        date_step: tuple[Getter, Callable[[Any], Any]] | None,
+        read_status: Reader | None,
+        read_date: Reader | None,
         record: Mapping[str, Any],
         consent: dict[str, str] | None,
     ) -> dict[str, Any]:
         identifier: dict[str, Any] = {"type": kind, "id": value}
-        status = _read(status_step, record)
+        status = None if read_status is None else read_status(record)
         if status is not None:
-            changed = _read(date_step, record) or ANCIENT_DATE
+            changed = (None if read_date is None else read_date(record)) or ANCIENT_DATE
             identifier["channels"] = {channel: {"status": status, self._date_key: changed}}
         elif self._is_v5:
             identifier["channels"] = {
@@ -831,21 +957,17 @@ class MappingPlan:
         identifier["sendWelcomeMessage"] = self._welcome
         return identifier
 
-    def _consent(self, record: Mapping[str, Any]) -> dict[str, str] | None:
-        if not self._consent_steps:
-            return None
+    def _consent(self, record: Mapping[str, Any]) -> dict[str, str]:
         consent = {}
-        for key, getter, normalise in self._consent_steps:
-            value = getter(record)
-            if value is not None and value != "":
-                value = normalise(value)
-                if value is not None:
-                    consent[key] = value
+        for key, read in self._consent_steps:
+            value = read(record)
+            if value is not None:
+                consent[key] = value
         return consent
 
     def _add_country(self, record: Mapping[str, Any], payload: dict[str, Any]) -> None:
-        country = _read(self._country, record)
-        code = _read(self._country_code, record)
+        country = None if self._country is None else self._country(record)
+        code = None if self._country_code is None else self._country_code(record)
         if country is not None:
             payload["country"] = country.name
             payload["countryCode"] = country.alpha2
@@ -854,7 +976,7 @@ class MappingPlan:
                 payload["country"] = code.name
             payload["countryCode"] = code.alpha2
 
-    def _custom_properties(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _custom_properties(self, record: Mapping[str, Any]) -> dict[str, Any]:
         custom: dict[str, Any] = {}
         if self._spread is not None:
             spread = self._spread(record)
@@ -865,10 +987,18 @@ class MappingPlan:
                     if value is not None and value != "":
                         _check_custom_name(name)
                         custom[name] = _custom_value(name, value)
-        for name, getter in self._custom_steps:
-            value = getter(record)
-            if value is not None and value != "":
-                custom[name] = _custom_value(name, value)
+        for name, get in self._custom_steps:
+            value = get(record)
+            if value is None or value == "":
+                continue
+            kind = type(value)
+            # Short strings, integers and booleans are kept as they are; the rest is checked.
+            if kind is str:
+                if len(value) > MAX_STRING_LENGTH:
+                    value = _custom_value(name, value)
+            elif kind is not int and kind is not bool:
+                value = _custom_value(name, value)
+            custom[name] = value
         if len(custom) > MAX_CUSTOM_PROPERTIES:
             raise _Invalid(
                 "too_many_custom_properties",
@@ -878,29 +1008,29 @@ class MappingPlan:
         return custom
 
     def _tags(self, record: Mapping[str, Any], extra_tags: Sequence[str]) -> tuple[str, ...]:
-        record_tags = _read(self._record_tags, record)
-        if not record_tags and not extra_tags:
-            tags = self._static_tags
+        record_tags = None if self._record_tags is None else self._record_tags(record)
+        if record_tags:
+            tags = tuple(dict.fromkeys((*self._static_tags, *record_tags, *extra_tags)))
+        elif not extra_tags:
+            return self._static_tags  # at most MAX_TAGS: checked with the settings
+        elif type(extra_tags) is tuple:  # the segment tags: a few distinct sets, remembered
+            cached = self._tag_cache.get(extra_tags)
+            if cached is not None:
+                return cached
+            tags = tuple(dict.fromkeys((*self._static_tags, *extra_tags)))
+            if len(tags) <= MAX_TAGS and len(self._tag_cache) < _TAG_CACHE_SIZE:
+                self._tag_cache[extra_tags] = tags
         else:
-            tags = tuple(dict.fromkeys((*self._static_tags, *(record_tags or ()), *extra_tags)))
+            tags = tuple(dict.fromkeys((*self._static_tags, *extra_tags)))
         if len(tags) > MAX_TAGS:
             raise _Invalid("too_many_tags", f"{len(tags)} tags; the limit is {MAX_TAGS}.", "tags")
         return tags
 
 
-def _read(step: tuple[Getter, Callable[[Any], Any]] | None, record: Mapping[str, Any]) -> Any:
-    if step is None:
-        return None
-    value = step[0](record)
-    if value is None or value == "":
-        return None
-    return step[1](value)
-
-
-def _consent_normaliser(name: str) -> Callable[[Any], Any]:
+def _consent_reader(name: str, path: str) -> Reader:
     if name == "consentCreatedAt":
-        return make_timestamp_normaliser(name)
-    return make_string_normaliser(name)
+        return _make_reader(path, make_timestamp_normaliser(name))
+    return _make_text_reader(path, name)
 
 
 def _static_tags(tags: Sequence[str]) -> tuple[str, ...]:
