@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import EXECUTABLE, run_cli, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,6 @@ pytest.importorskip("target_omnisend.client", reason="client.py has not landed y
 pytest.importorskip("target_omnisend.pipeline", reason="pipeline.py has not landed yet")
 
 DATA = Path(__file__).resolve().parent / "data"
-EXECUTABLE = str(Path(sys.executable).with_name("target-omnisend"))
 API_KEY = "brand77-E2ESECRETKEY0123456789"
 STATUS_VALUES = {"Y": "subscribed", "N": "unsubscribed"}
 
@@ -83,23 +83,6 @@ def base_config(
     return config
 
 
-def run_target(
-    config: dict[str, Any], input_path: Path, cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    config_path = cwd / f"config-{time.monotonic_ns()}.json"
-    config_path.write_text(json.dumps(config), encoding="utf-8")
-    with input_path.open(encoding="utf-8") as stdin:
-        return subprocess.run(
-            [EXECUTABLE, "--config", str(config_path)],
-            stdin=stdin,
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            timeout=timeout,
-            check=False,
-        )
-
-
 def state_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
@@ -121,7 +104,7 @@ def assert_no_secret(*outputs: str) -> None:
 
 
 def test_loads_contacts_and_rejects_with_state_last(sandbox: Any, tmp_path: Path) -> None:
-    result = run_target(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
+    result = run_cli(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     assert state_lines(result.stdout) == [{"bookmarks": {"vip": {"replication_key_value": 7}}}]
     contacts = contacts_by_email(sandbox)
@@ -146,11 +129,11 @@ def test_loads_contacts_and_rejects_with_state_last(sandbox: Any, tmp_path: Path
 
 
 def test_rejects_file_can_be_piped_back_after_fixing(sandbox: Any, tmp_path: Path) -> None:
-    result = run_target(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
+    result = run_cli(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     fixed = (tmp_path / "rejects.jsonl").read_text().replace("not-an-email", "fixed@example.com")
     (tmp_path / "fixed.singer").write_text(fixed)
-    again = run_target(
+    again = run_cli(
         base_config(sandbox, tmp_path, rejects_path=str(tmp_path / "again.jsonl")),
         tmp_path / "fixed.singer",
         tmp_path,
@@ -161,7 +144,7 @@ def test_rejects_file_can_be_piped_back_after_fixing(sandbox: Any, tmp_path: Pat
 
 def test_dry_run_makes_no_writes_and_no_state(sandbox: Any, tmp_path: Path) -> None:
     config = base_config(sandbox, tmp_path, dry_run=True, dry_run_path=str(tmp_path / "dry.jsonl"))
-    result = run_target(config, DATA / "contacts_basic.singer", tmp_path)
+    result = run_cli(config, DATA / "contacts_basic.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert dump_contacts(sandbox) == []
@@ -177,12 +160,12 @@ def test_welcome_message_only_when_asked(sandbox: Any, tmp_path: Path, api_versi
     config = base_config(
         sandbox, tmp_path, api_version, field_mapping=mapping, status_values=STATUS_VALUES
     )
-    assert run_target(config, DATA / "consent_seed.singer", tmp_path).returncode == 0
+    assert run_cli(config, DATA / "consent_seed.singer", tmp_path).returncode == 0
     assert email_status(contacts_by_email(sandbox)["sub@example.com"]) == "subscribed"
     assert sandbox.dump()["welcome_messages"] == []
     sandbox.reset()
     config["send_welcome_message"] = True
-    assert run_target(config, DATA / "consent_seed.singer", tmp_path).returncode == 0
+    assert run_cli(config, DATA / "consent_seed.singer", tmp_path).returncode == 0
     welcomed = [message["id"] for message in sandbox.dump()["welcome_messages"]]
     assert welcomed == ["sub@example.com"]
 
@@ -190,12 +173,14 @@ def test_welcome_message_only_when_asked(sandbox: Any, tmp_path: Path, api_versi
 # -- consent --------------------------------------------------------------------------------------
 
 
-def seed_consent(sandbox: Any, tmp_path: Path, api_version: str) -> None:
+def seed_consent(sandbox: Any, tmp_path: Path, api_version: str, older_status_date: str) -> None:
+    """Set the server's `older_status_date` switch, then load one subscribed, one unsubscribed."""
+    sandbox.configure(older_status_date=older_status_date)
     mapping = {"email": "email", "emailStatus": "opted_in", "emailStatusChangedAt": "opted_in_at"}
     seed = base_config(
         sandbox, tmp_path, api_version, field_mapping=mapping, status_values=STATUS_VALUES
     )
-    result = run_target(seed, DATA / "consent_seed.singer", tmp_path)
+    result = run_cli(seed, DATA / "consent_seed.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     contacts = contacts_by_email(sandbox)
     assert email_status(contacts["sub@example.com"]) == "subscribed"
@@ -211,10 +196,9 @@ SWITCH = ["ignore", "override"]
 def test_no_status_leaves_existing_statuses_and_new_contacts_are_non_subscribed(
     sandbox: Any, tmp_path: Path, api_version: str, older_status_date: str
 ) -> None:
-    sandbox.configure(older_status_date=older_status_date)
-    seed_consent(sandbox, tmp_path, api_version)
+    seed_consent(sandbox, tmp_path, api_version, older_status_date)
     config = base_config(sandbox, tmp_path, api_version)
-    result = run_target(config, DATA / "consent_no_status.singer", tmp_path)
+    result = run_cli(config, DATA / "consent_no_status.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     contacts = contacts_by_email(sandbox)
     assert email_status(contacts["new@example.com"]) == "nonSubscribed"
@@ -237,8 +221,7 @@ def test_no_status_leaves_existing_statuses_and_new_contacts_are_non_subscribed(
 def test_undated_status_applies_to_new_contacts_only(
     sandbox: Any, tmp_path: Path, api_version: str, older_status_date: str
 ) -> None:
-    sandbox.configure(older_status_date=older_status_date)
-    seed_consent(sandbox, tmp_path, api_version)
+    seed_consent(sandbox, tmp_path, api_version, older_status_date)
     config = base_config(
         sandbox,
         tmp_path,
@@ -246,7 +229,7 @@ def test_undated_status_applies_to_new_contacts_only(
         field_mapping={"email": "email", "emailStatus": "opted_in"},
         status_values=STATUS_VALUES,
     )
-    result = run_target(config, DATA / "consent_undated.singer", tmp_path)
+    result = run_cli(config, DATA / "consent_undated.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "dated 1970-01-01T00:00:00Z so they only apply to new contacts" in result.stderr
     contacts = contacts_by_email(sandbox)
@@ -267,11 +250,11 @@ def test_undated_status_applies_to_new_contacts_only(
 def test_tags_are_never_wiped_when_upserts_replace_tags(sandbox: Any, tmp_path: Path) -> None:
     sandbox.configure(tags_on_upsert="replace", tags_apply_delay=0)
     first = base_config(sandbox, tmp_path, tags=["source: warehouse"])
-    assert run_target(first, DATA / "consent_no_status.singer", tmp_path).returncode == 0
+    assert run_cli(first, DATA / "consent_no_status.singer", tmp_path).returncode == 0
     second = base_config(sandbox, tmp_path, tags=["segment: vip"])
-    assert run_target(second, DATA / "consent_no_status.singer", tmp_path).returncode == 0
+    assert run_cli(second, DATA / "consent_no_status.singer", tmp_path).returncode == 0
     untagged = base_config(sandbox, tmp_path)
-    assert run_target(untagged, DATA / "consent_no_status.singer", tmp_path).returncode == 0
+    assert run_cli(untagged, DATA / "consent_no_status.singer", tmp_path).returncode == 0
     wait_for(lambda: len(contacts_by_email(sandbox)["new@example.com"]["tags"]) == 3)
     for contact in contacts_by_email(sandbox).values():
         assert sorted(contact["tags"]) == ["segment: members", "segment: vip", "source: warehouse"]
@@ -301,7 +284,7 @@ def test_fatal_api_errors_stop_with_a_clear_message(
     sandbox: Any, tmp_path: Path, settings: dict[str, Any], setting_named: str
 ) -> None:
     sandbox.configure(**settings)
-    result = run_target(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
+    result = run_cli(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
     assert result.returncode != 0
     assert result.stdout == ""  # no STATE
     assert "Traceback" not in result.stderr
@@ -311,7 +294,7 @@ def test_fatal_api_errors_stop_with_a_clear_message(
 
 def test_item_errors_become_api_rejects(sandbox: Any, tmp_path: Path) -> None:
     sandbox.configure(item_errors={"grace@example.com": [422, "rejected by the sandbox"]})
-    result = run_target(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
+    result = run_cli(base_config(sandbox, tmp_path), DATA / "contacts_basic.singer", tmp_path)
     assert result.returncode == 0, result.stderr
     rows = reject_rows(tmp_path / "rejects.jsonl")
     api_rows = [row for row in rows if row["_reject"]["code"] == "api_rejected"]
@@ -346,8 +329,7 @@ def test_state_is_written_only_after_the_sandbox_holds_every_record_before_it(
     sandbox.configure(batch_processing_delay=0.5)
     source = big_input(tmp_path / "bulk.singer", 1200, 300)
     config = base_config(sandbox, tmp_path, batch_size_rows=200, max_batches_in_flight=4)
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(config))
+    config_path = write_config(config, tmp_path)
     seen: list[tuple[int, int]] = []
     with source.open() as stdin:
         process = subprocess.Popen(
@@ -372,8 +354,7 @@ def test_state_is_written_only_after_the_sandbox_holds_every_record_before_it(
 def test_sigterm_finishes_in_flight_batches_and_loses_nothing(sandbox: Any, tmp_path: Path) -> None:
     sandbox.configure(batch_processing_delay=1.0)
     config = base_config(sandbox, tmp_path, batch_size_rows=100, max_batches_in_flight=8)
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(config))
+    config_path = write_config(config, tmp_path)
     process = subprocess.Popen(
         [EXECUTABLE, "--config", str(config_path)],
         stdin=subprocess.PIPE,

@@ -153,19 +153,27 @@ def test_contacts_error_answers_conform(specs: dict[str, Spec], sandbox_factory:
     spec.check("/contacts", "get", retired)
 
 
+def create_and_conform(
+    spec: Spec, server: Any, collection: str, body: Any, id_key: str, done_status: str
+) -> str:
+    """POST `body` to `collection`, await `done_status`; check create, list and get; the new id."""
+    created = call(server, "POST", collection, body)
+    assert created.status_code == 201, created.text
+    spec.check(collection, "post", created)
+    new_id = created.json()[id_key]
+    wait_for(lambda: call(server, "GET", f"{collection}/{new_id}").json()["status"] == done_status)
+    spec.check(collection, "get", call(server, "GET", collection))
+    spec.check(f"{collection}/{{{id_key}}}", "get", call(server, "GET", f"{collection}/{new_id}"))
+    return new_id
+
+
 def test_batches_examples_and_answers_conform(specs: dict[str, Spec], sandbox_factory: Any) -> None:
     spec = specs["batches-2026-03-15"]
     server = sandbox_factory(batch_processing_delay=0.0)
     body = spec.request_example("/batches", "post")
     body["items"] = [specs["contacts-2026-03-15"].request_example("/contacts", "post"),
                      {"identifiers": [{"type": "email", "id": "broken"}]}]  # fmt: skip
-    created = call(server, "POST", "/batches", body)
-    assert created.status_code == 201, created.text
-    spec.check("/batches", "post", created)
-    batch_id = created.json()["batchID"]
-    wait_for(lambda: call(server, "GET", f"/batches/{batch_id}").json()["status"] == "finished")
-    spec.check("/batches", "get", call(server, "GET", "/batches"))
-    spec.check("/batches/{batchID}", "get", call(server, "GET", f"/batches/{batch_id}"))
+    batch_id = create_and_conform(spec, server, "/batches", body, "batchID", "finished")
     items = call(server, "GET", f"/batches/{batch_id}/items")
     spec.check("/batches/{batchID}/items", "get", items)
     assert len(items.json()["errors"]) == 1
@@ -188,15 +196,8 @@ def test_segments_examples_and_answers_conform(
 ) -> None:
     spec = specs["segments-2026-03-15"]
     server = sandbox_factory(segment_build_seconds=0.0)
-    created = call(
-        server, "POST", "/segments", with_filters(spec.request_example("/segments", "post"))
-    )
-    assert created.status_code == 201, created.text
-    spec.check("/segments", "post", created)
-    segment_id = created.json()["segmentID"]
-    wait_for(lambda: call(server, "GET", f"/segments/{segment_id}").json()["status"] == "ready")
-    spec.check("/segments", "get", call(server, "GET", "/segments"))
-    spec.check("/segments/{segmentID}", "get", call(server, "GET", f"/segments/{segment_id}"))
+    body = with_filters(spec.request_example("/segments", "post"))
+    segment_id = create_and_conform(spec, server, "/segments", body, "segmentID", "ready")
     stats = call(server, "GET", f"/segments/{segment_id}/statistics")
     spec.check("/segments/{segmentID}/statistics", "get", stats)
     update = with_filters(spec.request_example("/segments/{segmentID}", "put"))

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXECUTABLE = str(Path(sys.executable).with_name("target-omnisend"))
+from tests.helpers import EXECUTABLE
+
 API_KEY = "brandx-SECRETKEY123456"
 SECRET = API_KEY.split("-", 1)[1]
 STREAM = "segment"

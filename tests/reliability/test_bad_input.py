@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.reliability import harness
 from tests.reliability.harness import (
     API_KEY,
     Accounting,
@@ -34,17 +35,10 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.reliability
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bad_input"
+# The harness's schema, plus two untyped fields for tags and custom properties.
 SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "n": {"type": "integer"},
-        "email": {"type": ["string", "null"]},
-        "phone": {"type": ["string", "null"]},
-        "first_name": {"type": ["string", "null"]},
-        "country": {"type": ["string", "null"]},
-        "labels": {},
-        "attrs": {},
-    },
+    **harness.SCHEMA,
+    "properties": {**harness.SCHEMA["properties"], "labels": {}, "attrs": {}},
 }
 MAPPING = {
     "email": "email",

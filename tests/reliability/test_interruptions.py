@@ -26,6 +26,7 @@ import pytest
 
 from tests.reliability.harness import (
     STREAM,
+    Accounting,
     Dataset,
     RunOutcome,
     TargetRun,
@@ -190,6 +191,31 @@ def rerun_from(
     return streamed, streamed.outcome.reject_rows()
 
 
+def rerun_and_account(
+    sandbox: Any,
+    tmp_path: Path,
+    dataset: Dataset,
+    first: StreamedRun,
+    drain_every: float | None,
+    scenario: str,
+    **extra: Any,
+) -> Accounting:
+    """Re-run after the interrupted `first` run; then every valid record is held, none lost."""
+    second, rerun_rejects = rerun_from(sandbox, tmp_path, dataset, first.last_bookmark, drain_every)
+    dump = sandbox.dump()
+    assert dataset.valid_emails <= held_emails_in(dump)
+    result = account(
+        scenario,
+        dataset,
+        dump,
+        first.outcome.reject_rows() + rerun_rejects,
+        **extra,
+        states_checked=len(first.checks) + len(second.checks),
+    )
+    assert result.lost == 0
+    return result
+
+
 # -- SIGKILL --------------------------------------------------------------------------------------
 
 
@@ -217,19 +243,16 @@ def test_sigkill_at_a_random_moment_then_rerun_loses_nothing(
     assert_states_were_safe(first)
     security(first)
 
-    second, rerun_rejects = rerun_from(sandbox, tmp_path, dataset, first.last_bookmark, drain_every)
-    dump = sandbox.dump()
-    assert dataset.valid_emails <= held_emails_in(dump)
     drains = f"drain every {drain_every} s" if drain_every else "shipped drain interval"
-    result = account(
-        f"SIGKILL at {kill_after:.2f} s (seed {seed}, {drains}) + re-run",
+    result = rerun_and_account(
+        sandbox,
+        tmp_path,
         dataset,
-        dump,
-        first.outcome.reject_rows() + rerun_rejects,
+        first,
+        drain_every,
+        f"SIGKILL at {kill_after:.2f} s (seed {seed}, {drains}) + re-run",
         killed_at_bookmark=first.last_bookmark,
-        states_checked=len(first.checks) + len(second.checks),
     )
-    assert result.lost == 0
     assert result.rejected == len(dataset.invalid)
 
 
@@ -276,15 +299,12 @@ def test_sigterm_accounts_for_in_flight_batches_and_exits_cleanly(
     before = dataset.records[: first.last_bookmark + 1]
     assert {r["n"] for r in before if r["n"] in dataset.invalid} <= rejected_first
 
-    second, rerun_rejects = rerun_from(sandbox, tmp_path, dataset, first.last_bookmark, 0.3)
-    dump = sandbox.dump()
-    assert dataset.valid_emails <= held_emails_in(dump)
-    result = account(
-        f"SIGTERM {mode} + re-run",
+    rerun_and_account(
+        sandbox,
+        tmp_path,
         dataset,
-        dump,
-        first.outcome.reject_rows() + rerun_rejects,
+        first,
+        0.3,
+        f"SIGTERM {mode} + re-run",
         stopped_at_bookmark=first.last_bookmark,
-        states_checked=len(first.checks) + len(second.checks),
     )
-    assert result.lost == 0
