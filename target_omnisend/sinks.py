@@ -67,6 +67,7 @@ class ContactSink(BatchSink):
         self._invalid: tuple[dict, str] | None = None
         super().__init__(target, stream_name, schema, key_properties)
         self.plan: MappingPlan = compile_plan(self.schema, target.mapping_config)
+        self._sync = target.sync  # opens the sync store (and takes the run lock) up front
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -149,7 +150,7 @@ class ContactSink(BatchSink):
         target = self._target
         summary = target.summary
         summary.add_read()
-        sync = target.sync
+        sync = self._sync
         sync.count_record(self.stream_name)
         invalid = self._invalid
         if invalid is not None and invalid[0] is record:

@@ -71,9 +71,11 @@ class RunSummary:
     # -- counting -----------------------------------------------------------------------------
 
     def add_read(self, count: int = 1) -> None:
-        """Records read by a sink (after the SDK's stream maps)."""
-        with self._lock:
-            self.records_read += count
+        """Records read by a sink (after the SDK's stream maps).
+
+        Called once per record, only by the thread reading the input: no lock (others only read).
+        """
+        self.records_read += count
 
     def add_accepted(self, count: int) -> None:
         """Contacts Omnisend confirmed (or written to the dry-run file in a dry run)."""

@@ -248,15 +248,16 @@ class SegmentSync:
         (all of them when the contact is new, stale or fully resynced). On v5, where tags travel
         in the payload, an unchanged entrant is sent anyway.
         """
-        prints = {
-            contact.key: fingerprint(
-                contact.payload, contact.tags, exclude_tags=[r.tag for r in refs if r.tag]
-            )
-            for contact, refs in entries
-        }
-        if self.store is None:  # a dry run without a store: everything is new
+        if self.store is None:  # a dry run without a store: everything is new, nothing to hash
+            prints = dict.fromkeys((contact.key for contact, _ in entries), "")
             reasons = dict.fromkeys(prints, SendReason.NEW)
         else:
+            prints = {
+                contact.key: fingerprint(
+                    contact.payload, contact.tags, exclude_tags=_segment_tags(refs)
+                )
+                for contact, refs in entries
+            }
             reasons = self.store.classify(
                 prints.items(),
                 resync_after_days=self._resync_days(),
@@ -466,3 +467,7 @@ class SegmentSync:
         """Release the run lock and close the store."""
         if self.store is not None:
             self.store.close()
+
+
+def _segment_tags(refs: Sequence[SegmentRef]) -> frozenset[str]:
+    return frozenset(ref.tag for ref in refs if ref.tag)
