@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The machine's pip (23.2) cannot install PEP 735 groups: bring uv into the venv.
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1" "uv>=0.8"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e . --group dev
+	# Compile bytecode once: PYTHONDONTWRITEBYTECODE machines would recompile at every start.
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e . --group dev
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[20_000, 100_000])
     args = parser.parse_args(argv)
+    bench_lib.compile_bytecode()
     with tempfile.TemporaryDirectory(prefix="omnisend-bench-") as tmp:
         workdir = Path(tmp)
         result = {

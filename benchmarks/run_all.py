@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--workdir", type=Path, help="keep inputs and logs here (default: temp)")
     args = parser.parse_args(argv)
+    bench_lib.compile_bytecode()
     profile = "full" if args.full else "smoke" if args.smoke else "default"
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="omnisend-bench-") as tmp:
