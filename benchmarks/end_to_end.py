@@ -108,6 +108,9 @@ def request_counts(dump: dict[str, Any]) -> dict[str, int]:
         elif "/contacts/tags" in path:
             counts["tag_calls"] += number
     counts["responses_429"] = _count_429(dump)
+    for route, codes in (dump.get("requests") or {}).items():
+        if int(codes.get("429") or codes.get(429) or 0):
+            counts[f"429 on {route}"] = int(codes.get("429") or codes.get(429))
     return dict(counts)
 
 

@@ -145,14 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument(
+        "--only", nargs="+", choices=("throughput", "memory"), default=["throughput", "memory"]
+    )
     args = parser.parse_args(argv)
     bench_lib.compile_bytecode()
     with tempfile.TemporaryDirectory(prefix="omnisend-bench-") as tmp:
         workdir = Path(tmp)
-        result = {
-            "throughput": throughput(args.records, workdir, args.repeats),
-            "memory": memory(args.memory_sizes, workdir),
-        }
+        result = {}
+        if "throughput" in args.only:
+            result["throughput"] = throughput(args.records, workdir, args.repeats)
+        if "memory" in args.only:
+            result["memory"] = memory(args.memory_sizes, workdir)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from target_omnisend.pacer import SlidingWindowPacer
+from target_omnisend.pacer import SlidingWindowPacer, acquire_together
 
 __all__ = [
     "DIALECTS",
@@ -529,9 +529,10 @@ class OmnisendClient:
         throttled = 0
         conflicts = 0
         while True:
-            if tags_endpoint:
-                self.stats.add_wait(self.tags_pacer.acquire())
-            self.stats.add_wait(self.pacer.acquire())
+            if tags_endpoint:  # counted by both limits: one slot in each, at the same instant
+                self.stats.add_wait(acquire_together([self.tags_pacer, self.pacer]))
+            else:
+                self.stats.add_wait(self.pacer.acquire())
             try:
                 response = self._session.request(
                     method, url, params=params, data=payload, timeout=self.request_timeout

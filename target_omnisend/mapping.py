@@ -778,21 +778,8 @@ def _make_text_reader(path: str, field_name: str) -> Reader:
     """`_make_reader` for a text field, with the common case (a short string) inline."""
     normalise = make_string_normaliser(field_name)
     get = make_getter(path)
-    if "." not in path:
 
-        def read_text_key(record: Mapping[str, Any]) -> Any:
-            value = record.get(path)
-            if type(value) is str:
-                text = value.strip()
-                if len(text) <= MAX_STRING_LENGTH:
-                    return text or None
-            if value is None or value == "":
-                return None
-            return normalise(value)
-
-        return read_text_key
-
-    def read_text_path(record: Mapping[str, Any]) -> Any:
+    def read_text(record: Mapping[str, Any]) -> Any:
         value = get(record)
         if type(value) is str:
             text = value.strip()
@@ -802,7 +789,7 @@ def _make_text_reader(path: str, field_name: str) -> Reader:
             return None
         return normalise(value)
 
-    return read_text_path
+    return read_text
 
 
 class MappingPlan:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["SlidingWindowPacer"]
+__all__ = ["SlidingWindowPacer", "acquire_together"]
 
 
 class SlidingWindowPacer:
@@ -105,3 +105,32 @@ class SlidingWindowPacer:
     def now(self) -> float:
         """The pacer's clock."""
         return self._clock()
+
+
+def acquire_together(pacers: Sequence[SlidingWindowPacer]) -> float:
+    """Block until every pacer has room, then record one start in each at the same instant.
+
+    A request counted by two limits (a tag call: the brand's 400/min and the tags endpoint's
+    60/min) must not take a slot in one window and then wait for the other: the server would see
+    it later than the first pacer counted it, and a later request could then fall inside the
+    server's window. Returns the seconds waited.
+    """
+    ordered = sorted(set(pacers), key=id)  # one lock order for every caller: no deadlock
+    waited = 0.0
+    while True:
+        for pacer in ordered:
+            pacer._lock.acquire()
+        try:
+            now = ordered[0]._clock()
+            delay = max(pacer._delay(now) for pacer in ordered)
+            if delay <= 0:
+                for pacer in ordered:
+                    pacer._starts.append(now)
+                    pacer.waited += waited
+        finally:
+            for pacer in reversed(ordered):
+                pacer._lock.release()
+        if delay <= 0:
+            return waited
+        ordered[0]._sleep(delay)
+        waited += delay

@@ -260,7 +260,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         description=(
             "What happens to contacts that left a segment (full snapshots only): keep, "
             "remove_tag, or unsubscribe (destructive: the email channel is unsubscribed, never "
-            "for a contact still in another segment of the run)."
+            "for a contact still in another segment, of this run or per the sync store)."
         ),
     ),
     th.Property(

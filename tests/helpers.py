@@ -20,17 +20,18 @@ def write_config(config: dict[str, Any], cwd: Path) -> Path:
 
 
 def run_cli(
-    config: dict[str, Any], input_path: Path, cwd: Path, timeout: float = 120
+    config: dict[str, Any], source: Path | str, cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `target-omnisend --config` on the Singer file `input_path`; output captured as text."""
-    config_path = write_config(config, cwd)
-    with input_path.open(encoding="utf-8") as stdin:
-        return subprocess.run(
-            [EXECUTABLE, "--config", str(config_path)],
-            stdin=stdin,
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            timeout=timeout,
-            check=False,
-        )
+    """Run `target-omnisend --config` on a Singer file (a Path) or Singer text (a str)."""
+    command = [EXECUTABLE, "--config", str(write_config(config, cwd))]
+    options: dict[str, Any] = {
+        "capture_output": True,
+        "text": True,
+        "cwd": cwd,
+        "timeout": timeout,
+        "check": False,
+    }
+    if isinstance(source, str):
+        return subprocess.run(command, input=source, **options)
+    with source.open(encoding="utf-8") as stdin:
+        return subprocess.run(command, stdin=stdin, **options)

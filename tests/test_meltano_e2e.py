@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,26 +96,6 @@ def meltano(project: Path, env: dict[str, str], *args: str) -> subprocess.Comple
     )
 
 
-def settled_dump(sandbox: SandboxServer, timeout: float = 15.0) -> dict[str, Any]:
-    """The dump once every accepted tags call has been applied (tags apply asynchronously)."""
-    deadline = time.monotonic() + timeout
-    dump = sandbox.dump()
-    while len(dump["tag_operations"]) < accepted_tag_calls(dump) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        dump = sandbox.dump()
-    return dump
-
-
-def accepted_tag_calls(dump: dict[str, Any]) -> int:
-    return sum(
-        count
-        for route, codes in dump["requests"].items()
-        if "/contacts/tags" in route
-        for status, count in codes.items()
-        if str(status).startswith("2")
-    )
-
-
 def contacts_by_email(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Sandbox contacts keyed by their email identifier."""
     contacts = {}
@@ -164,7 +143,7 @@ def test_job_loads_both_segments_with_fields_and_tags(
 ) -> None:
     run_job(meltano_project, run_env, "--full-refresh")
 
-    contacts = contacts_by_email(settled_dump(sandbox))
+    contacts = contacts_by_email(sandbox.settled_dump())
     vip, lapsed = expected_emails("vip_customers"), expected_emails("lapsed_customers")
     assert set(contacts) == vip | lapsed
     assert len(vip & lapsed) >= 10  # the generator puts some customers in both segments
@@ -192,7 +171,7 @@ def test_consent_follows_the_export(
 ) -> None:
     run_job(meltano_project, run_env, "--full-refresh")
 
-    contacts = contacts_by_email(settled_dump(sandbox))
+    contacts = contacts_by_email(sandbox.settled_dump())
     rows = [r for r in read_segment("lapsed_customers") if is_clean(r)]
     expected = {"Y": "subscribed", "N": "unsubscribed", None: "nonSubscribed"}
     for row in rows[:40]:
@@ -218,7 +197,7 @@ def test_meltano_stores_state_and_reruns(
         assert got.returncode == 0, got.stderr[-2000:]
         state = json.loads(got.stdout)
         assert state["singer_state"]["bookmarks"], state
-    contacts = contacts_by_email(settled_dump(sandbox))
+    contacts = contacts_by_email(sandbox.settled_dump())
     assert set(contacts) == expected_emails("vip_customers") | expected_emails("lapsed_customers")
 
 
@@ -228,7 +207,7 @@ def test_schedule_run_works(
     result = meltano(meltano_project, run_env, "--environment=dev", "schedule", "run", SCHEDULE)
     assert result.returncode == 0, result.stderr[-4000:]
 
-    contacts = contacts_by_email(settled_dump(sandbox))
+    contacts = contacts_by_email(sandbox.settled_dump())
     assert set(contacts) == expected_emails("vip_customers") | expected_emails("lapsed_customers")
 
 
@@ -294,6 +273,6 @@ def test_tap_jsonl_piped_into_the_target_without_meltano(
     assert states
     assert all("lapsed_customers" in state["bookmarks"] for state in states)
 
-    contacts = contacts_by_email(settled_dump(sandbox))
+    contacts = contacts_by_email(sandbox.settled_dump())
     assert set(contacts) == expected_emails("lapsed_customers")
     assert all(LAPSED_TAG in contact["tags"] for contact in contacts.values())

@@ -7,7 +7,7 @@ from bisect import bisect_right
 
 import pytest
 
-from target_omnisend.pacer import SlidingWindowPacer
+from target_omnisend.pacer import SlidingWindowPacer, acquire_together
 
 
 class FakeClock:
@@ -165,3 +165,18 @@ def test_thread_safe_with_a_real_clock() -> None:
     for thread in threads:
         thread.join()
     assert pacer.in_window() == 600  # no start lost or double-counted
+
+
+def test_acquire_together_takes_a_slot_in_every_window_at_the_same_instant() -> None:
+    clock = FakeClock(start=0.0)
+    brand = SlidingWindowPacer(3, 60.0, clock=clock, sleep=clock.sleep)
+    tags = SlidingWindowPacer(2, 60.0, clock=clock, sleep=clock.sleep)
+    for _ in range(3):  # the brand window fills up with other requests
+        brand.acquire()
+    clock.sleep(10)
+    waited = acquire_together([tags, brand])
+    # It waited for the brand window, and only then took its tags slot: at the same instant.
+    assert waited == pytest.approx(50.0)
+    assert tags._starts[-1] == brand._starts[-1] == pytest.approx(60.0)
+    assert tags.in_window() == 1
+    assert brand.in_window() == 1  # the three others left the window as this one started

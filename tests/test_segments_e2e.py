@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from target_omnisend.client import OmnisendClient
+from target_omnisend.sandbox.handle import accepted_tag_calls
 from target_omnisend.sync_store import SyncStore, brand_id
+from tests.helpers import run_cli
 from tests.test_cli_e2e import (
     API_KEY,
-    EXECUTABLE,
     base_config,
     contacts_by_email,
     email_status,
@@ -82,17 +82,7 @@ def singer_input(
 
 
 def run(config: dict[str, Any], text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    config_path = cwd / f"config-{time.monotonic_ns()}.json"
-    config_path.write_text(json.dumps(config), encoding="utf-8")
-    return subprocess.run(
-        [EXECUTABLE, "--config", str(config_path)],
-        input=text,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(config, text, cwd)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -102,20 +92,8 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 
 def settled(sandbox: Any) -> dict[str, dict[str, Any]]:
-    """Contacts once every accepted tags call is applied."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        dump = sandbox.dump()
-        accepted = sum(
-            count
-            for route, codes in dump["requests"].items()
-            if "/contacts/tags" in route
-            for status, count in codes.items()
-            if str(status).startswith("2")
-        )
-        if len(dump["tag_operations"]) >= accepted:
-            break
-        time.sleep(0.05)
+    """Contacts by email once every accepted tags call is applied."""
+    sandbox.settled_dump()
     return contacts_by_email(sandbox)
 
 
@@ -129,11 +107,7 @@ def items_received(sandbox: Any) -> int:
 
 
 def tag_calls(sandbox: Any) -> int:
-    return sum(
-        sum(codes.values())
-        for route, codes in sandbox.dump()["requests"].items()
-        if "/contacts/tags" in route
-    )
+    return accepted_tag_calls(sandbox.dump())
 
 
 @pytest.fixture

@@ -5,35 +5,17 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
 from target_omnisend.target import TargetOmnisend, check_api_url
+from tests.helpers import EXECUTABLE, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-EXECUTABLE = str(Path(sys.executable).with_name("target-omnisend"))
 API_KEY = "brand123-SECRETKEYDONOTLEAK"
-
-
-def run_cli(
-    config: dict, input_path: Path, cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    config_path = cwd / "config.json"
-    config_path.write_text(json.dumps(config), encoding="utf-8")
-    with input_path.open(encoding="utf-8") as stdin:
-        return subprocess.run(
-            [EXECUTABLE, "--config", str(config_path)],
-            stdin=stdin,
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            timeout=timeout,
-            check=False,
-        )
 
 
 @pytest.mark.parametrize(
