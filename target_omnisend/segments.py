@@ -378,7 +378,8 @@ class ExitActions:
 def plan_exit_actions(mode: str, segment_tag: str | None, decision: ExitDecision) -> ExitActions:
     """Turn an exit decision into actions for the ``on_segment_exit`` mode.
 
-    - ``keep``: nothing changes in Omnisend (the store still records the exits).
+    - ``keep``: nothing changes in Omnisend (the target does not even track exits then: leavers
+      keep the tag, so the store keeps them as members).
     - ``remove_tag``: the leaving contacts lose the segment tag.
     - ``unsubscribe``: the leaving contacts lose the segment tag, and those not in another segment
       of the same run get their email channel unsubscribed (destructive, opt-in).

@@ -167,8 +167,7 @@ class ContactSink(BatchSink):
         if isinstance(result, Reject):
             self.reject(record, result.code, result.message)
             return
-        for ref in refs:
-            sync.membership.saw(self.stream_name, ref.key, result.key, deleted=deleted)
+        sync.saw(self.stream_name, refs, result.key, deleted=deleted)
         if deleted:  # an exit of this contact from these segments, not an upsert
             summary.add_deletions(1)
             return

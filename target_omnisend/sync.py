@@ -169,6 +169,11 @@ class SegmentSync:
         self.dry_run = dry_run
         self.logger = logger
         self.membership = SegmentMembership()
+        # Under `keep` nobody is taken out of Omnisend, so the run need not remember who it saw
+        # (about 200 bytes per member: 200 MB for a million) and the store keeps every member
+        # tagged, exactly as Omnisend does.
+        self.tracks_exits = settings.on_segment_exit != "keep"
+        self._live_segments: set[str] = set()
         self.report = DryRunReport()
         self._lock = threading.Lock()
         self._refs: dict[tuple[str, str], SegmentRef] = {}
@@ -223,6 +228,16 @@ class SegmentSync:
         if self._snapshots:
             with self._lock:
                 self._snapshots.discard(stream)
+
+    def saw(
+        self, stream: str, refs: Sequence[SegmentRef], key: str, *, deleted: bool = False
+    ) -> None:
+        """A record put (or, deleted, took) contact `key` in these segments."""
+        for ref in refs:
+            if not deleted and ref.key not in self._live_segments:
+                self._live_segments.add(ref.key)
+            if self.tracks_exits:
+                self.membership.saw(stream, ref.key, key, deleted=deleted)
 
     def mark_snapshot(self, stream: str) -> None:
         """The tap sent ACTIVATE_VERSION: the stream so far is a full snapshot.
@@ -359,7 +374,9 @@ class SegmentSync:
         Returns:
             (stream, membership key, decision) for each segment of each stream that ran.
         """
-        decisions = []
+        decisions: list[tuple[str, str, ExitDecision]] = []
+        if not self.tracks_exits:
+            return decisions
         for stream in self.membership.streams():
             keys = dict.fromkeys(self.membership.segments_of_stream(stream))
             if self.store is not None:
@@ -446,7 +463,7 @@ class SegmentSync:
     def segment_tags_with_members(self) -> list[str]:
         """Tags of the segments that had members this run (for create_segments)."""
         return sorted(
-            {ref.tag for ref in self._refs.values() if ref.tag and self.membership.current(ref.key)}
+            {ref.tag for ref in self._refs.values() if ref.tag and ref.key in self._live_segments}
         )
 
     def handle_result(
