@@ -529,14 +529,18 @@ class OmnisendClient:
         throttled = 0
         conflicts = 0
         while True:
-            if tags_endpoint:  # counted by both limits: one slot in each, at the same instant
-                self.stats.add_wait(acquire_together([self.tags_pacer, self.pacer]))
-            else:
-                self.stats.add_wait(self.pacer.acquire())
+            pacers = (self.tags_pacer, self.pacer) if tags_endpoint else (self.pacer,)
+            # A tag call is counted by both limits: one slot in each, at the same instant.
+            waited, stamp = acquire_together(pacers)
+            self.stats.add_wait(waited)
             try:
-                response = self._session.request(
-                    method, url, params=params, data=payload, timeout=self.request_timeout
-                )
+                try:
+                    response = self._session.request(
+                        method, url, params=params, data=payload, timeout=self.request_timeout
+                    )
+                finally:
+                    for pacer in pacers:
+                        pacer.restamp(stamp)
             except requests.Timeout:
                 self.stats.count(endpoint, "timeout")
                 problem = f"no answer within {self.request_timeout:g} s"

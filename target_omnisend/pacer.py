@@ -7,6 +7,7 @@ the whole process stays under Omnisend's per-brand limit and 429 answers stay ra
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -61,25 +62,46 @@ class SlidingWindowPacer:
 
     def try_acquire(self) -> float:
         """Record a start if one fits now; return 0.0, else the seconds to wait first."""
+        return self._try_stamped()[0]
+
+    def _try_stamped(self) -> tuple[float, float]:
+        """(0.0, the start's stamp) when a start fits now, else (seconds to wait, 0.0)."""
         with self._lock:
             now = self._clock()
             delay = self._delay(now)
             if delay <= 0:
                 self._starts.append(now)
-            return delay
+                return 0.0, now
+            return delay, 0.0
 
     def acquire(self) -> float:
         """Block until a request may start; record its start. Returns the seconds waited."""
+        return self.acquire_stamped()[0]
+
+    def acquire_stamped(self) -> tuple[float, float]:
+        """Like `acquire`; also returns the start's stamp, for `restamp` once the answer came."""
         waited = 0.0
         while True:
-            delay = self.try_acquire()
+            delay, stamp = self._try_stamped()
             if delay <= 0:
                 if waited:
                     with self._lock:
                         self.waited += waited
-                return waited
+                return waited, stamp
             self._sleep(delay)
             waited += delay
+
+    def restamp(self, stamp: float) -> None:
+        """The request started at `stamp` got its answer: count it from now instead.
+
+        The server counts a request when it arrives, somewhere between its start and its answer;
+        a start can leave late (a busy thread) or arrive late, so the window is held from the
+        answer, the latest moment the server can have counted it.
+        """
+        with self._lock:
+            with contextlib.suppress(ValueError):  # already out of the window: a slow answer
+                self._starts.remove(stamp)
+            self._starts.append(self._clock())  # no earlier than every stamp held: stays sorted
 
     def pause_until(self, deadline: float) -> None:
         """Hold every caller until `deadline` (on this pacer's clock), e.g. after a 429."""
@@ -107,13 +129,13 @@ class SlidingWindowPacer:
         return self._clock()
 
 
-def acquire_together(pacers: Sequence[SlidingWindowPacer]) -> float:
+def acquire_together(pacers: Sequence[SlidingWindowPacer]) -> tuple[float, float]:
     """Block until every pacer has room, then record one start in each at the same instant.
 
     A request counted by two limits (a tag call: the brand's 400/min and the tags endpoint's
     60/min) must not take a slot in one window and then wait for the other: the server would see
     it later than the first pacer counted it, and a later request could then fall inside the
-    server's window. Returns the seconds waited.
+    server's window. Returns (seconds waited, the start's stamp for `restamp`).
     """
     ordered = sorted(set(pacers), key=id)  # one lock order for every caller: no deadlock
     waited = 0.0
@@ -131,6 +153,6 @@ def acquire_together(pacers: Sequence[SlidingWindowPacer]) -> float:
             for pacer in reversed(ordered):
                 pacer._lock.release()
         if delay <= 0:
-            return waited
+            return waited, now
         ordered[0]._sleep(delay)
         waited += delay

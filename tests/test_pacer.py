@@ -174,9 +174,22 @@ def test_acquire_together_takes_a_slot_in_every_window_at_the_same_instant() -> 
     for _ in range(3):  # the brand window fills up with other requests
         brand.acquire()
     clock.sleep(10)
-    waited = acquire_together([tags, brand])
+    waited, stamp = acquire_together([tags, brand])
     # It waited for the brand window, and only then took its tags slot: at the same instant.
     assert waited == pytest.approx(50.0)
     assert tags._starts[-1] == brand._starts[-1] == pytest.approx(60.0)
     assert tags.in_window() == 1
     assert brand.in_window() == 1  # the three others left the window as this one started
+    assert stamp == pytest.approx(60.0)
+
+
+def test_restamp_holds_the_slot_from_the_answer() -> None:
+    pacer, clock = make(2, window=10.0)
+    _, first = pacer.acquire_stamped()  # t=1000
+    pacer.acquire()  # t=1000: the window is full
+    clock.sleep(3)
+    pacer.restamp(first)  # its answer came at t=1003: it counts until 1013, not 1010
+    assert pacer.try_acquire() == pytest.approx(7.0)  # the second start leaves at 1010
+    clock.sleep(7)
+    assert pacer.try_acquire() == 0.0  # t=1010
+    assert pacer.try_acquire() == pytest.approx(3.0)  # the restamped one holds until 1013
