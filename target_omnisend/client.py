@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -115,9 +116,22 @@ _ENCODER = json.JSONEncoder(
 )
 
 
+# msgspec writes Decimals as numbers with their own digits (12.30 stays 12.30: the same JSON value
+# as json's float 12.3) and is several times faster; what it cannot write exactly goes to json.
+_FAST_ENCODER = msgspec.json.Encoder(enc_hook=_json_default, decimal_format="number")
+
+
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON; Decimal, datetime, date, UUID and sets handled defensively."""
-    return _ENCODER.encode(value).encode("utf-8")
+    try:
+        encoded = _FAST_ENCODER.encode(value)
+    except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
+        encoded = b"NaN"  # let json raise its own clear error, or encode what msgspec refused
+    if b"NaN" in encoded or b"Infinity" in encoded or b"null" in encoded:
+        # msgspec writes a NaN Decimal as NaN and a NaN float as null: json refuses both (and a
+        # real null or a string holding these letters is simply encoded again, identically).
+        return _ENCODER.encode(value).encode("utf-8")
+    return encoded
 
 
 # -- dialects -------------------------------------------------------------------------------------
