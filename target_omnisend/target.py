@@ -28,7 +28,11 @@ from urllib.parse import urlsplit
 import msgspec
 from singer_sdk import Target
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -866,6 +870,7 @@ class TargetOmnisend(Target):
             SyncStoreError,
             InvalidInputLine,
             RecordsWithoutSchemaException,
+            MissingKeyPropertiesError,
         ) as error:
             cls.logger.error("%s", error)
             sys.exit(1)

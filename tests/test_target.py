@@ -137,3 +137,19 @@ def test_dry_run_without_server_writes_payloads_and_no_state(tmp_path: Path) -> 
     for output in (result.stdout, result.stderr, rejects, json.dumps(dry)):
         assert API_KEY not in output
     assert "ada@example.com" not in result.stderr
+
+
+def test_a_record_without_its_key_properties_is_one_clear_error(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}, "email": {}}}
+    lines = [
+        {"type": "SCHEMA", "stream": "s", "schema": schema, "key_properties": ["id"]},
+        {"type": "RECORD", "stream": "s", "record": {"email": "jane@example.com"}},
+    ]
+    source = tmp_path / "missing_key.singer"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    config = {"api_key": API_KEY, "api_url": "http://127.0.0.1:9/api", "dry_run": True}
+    result = run_cli(config, source, tmp_path)
+    assert result.returncode == 1
+    assert "Record is missing one or more key_properties" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
