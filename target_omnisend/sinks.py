@@ -68,6 +68,11 @@ class ContactSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self.plan: MappingPlan = compile_plan(self.schema, target.mapping_config)
         self._sync = target.sync  # opens the sync store (and takes the run lock) up front
+        # Without segment_field the stream is the segment: its refs and tags are computed once.
+        fixed: list[SegmentRef] = []
+        if self._sync.settings.segment_field is None:
+            fixed = self._sync.segments({}, stream_name)
+        self._stream_refs: tuple[list[SegmentRef], tuple[str, ...]] = (fixed, _tags_of(fixed))
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -157,13 +162,16 @@ class ContactSink(BatchSink):
             self._invalid = None
             self.reject(record, SCHEMA_MISMATCH, invalid[1])
             return
-        try:
-            refs = sync.segments(record, self.stream_name)
-        except InvalidSegmentValue as error:
-            self.reject(record, INVALID_SEGMENT, f"segment_field: {error}")
-            return
+        refs, tags = self._stream_refs
+        if not refs:  # segment_field: each record names its segments
+            try:
+                refs = sync.segments(record, self.stream_name)
+            except InvalidSegmentValue as error:
+                self.reject(record, INVALID_SEGMENT, f"segment_field: {error}")
+                return
+            tags = _tags_of(refs)
         deleted = is_deleted_record(record)
-        result = self.plan.map(record, () if deleted else _tags_of(refs))
+        result = self.plan.map(record, () if deleted else tags)
         if isinstance(result, Reject):
             self.reject(record, result.code, result.message)
             return
