@@ -62,17 +62,12 @@ class SlidingWindowPacer:
 
     def try_acquire(self) -> float:
         """Record a start if one fits now; return 0.0, else the seconds to wait first."""
-        return self._try_stamped()[0]
-
-    def _try_stamped(self) -> tuple[float, float]:
-        """(0.0, the start's stamp) when a start fits now, else (seconds to wait, 0.0)."""
         with self._lock:
             now = self._clock()
             delay = self._delay(now)
             if delay <= 0:
                 self._starts.append(now)
-                return 0.0, now
-            return delay, 0.0
+            return delay
 
     def acquire(self) -> float:
         """Block until a request may start; record its start. Returns the seconds waited."""
@@ -80,16 +75,7 @@ class SlidingWindowPacer:
 
     def acquire_stamped(self) -> tuple[float, float]:
         """Like `acquire`; also returns the start's stamp, for `restamp` once the answer came."""
-        waited = 0.0
-        while True:
-            delay, stamp = self._try_stamped()
-            if delay <= 0:
-                if waited:
-                    with self._lock:
-                        self.waited += waited
-                return waited, stamp
-            self._sleep(delay)
-            waited += delay
+        return acquire_together([self])
 
     def restamp(self, stamp: float) -> None:
         """The request started at `stamp` got its answer: count it from now instead.
