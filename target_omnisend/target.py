@@ -568,14 +568,18 @@ class TargetOmnisend(Target):
         try:
             yield
         finally:
-            self._busy -= 1
+            self._leave_busy()
+
+    def _leave_busy(self) -> None:
+        """End a busy section; a SIGTERM that arrived meanwhile is handled now."""
+        self._busy -= 1
         if self._busy == 0 and self._terminate_requested is not None:
             self._terminate(self._terminate_requested)
 
     def _process_record_message(self, message_dict: dict) -> None:
         if self.max_records is not None and not self._take_record():
             return
-        self._busy += 1  # inline _busy_section: this runs once per record
+        self._busy += 1  # _busy_section without a generator: this runs once per record
         try:
             stream = message_dict.get("stream")
             sink = self._lean_sinks.get(stream)
@@ -590,9 +594,7 @@ class TargetOmnisend(Target):
                 self._flush_state_if_ready()
             self.summary.maybe_log_progress()
         finally:
-            self._busy -= 1
-        if self._busy == 0 and self._terminate_requested is not None:
-            self._terminate(self._terminate_requested)
+            self._leave_busy()
 
     def _take_record(self) -> bool:
         """Count a record against max_records; False once the trial has enough."""
@@ -788,11 +790,15 @@ class TargetOmnisend(Target):
 
     def _contacts_tagged(self, tag: str) -> set[str]:
         """Emails of the contacts carrying `tag` in Omnisend (when the store cannot tell)."""
+        from target_omnisend.client import identifiers_of
+
         self.logger.info("The sync store does not know segment %r: listing its members.", tag)
-        emails = set()
-        for contact in self.client.iter_contacts(tag=tag):
-            emails.update(_emails_of(contact))
-        return emails
+        return {
+            identifier
+            for contact in self.client.iter_contacts(tag=tag)
+            for identifier in identifiers_of(contact)
+            if "@" in identifier
+        }
 
     def _client_stats(self) -> dict[str, Any] | None:
         """The client's request counters as a dict (None when nothing was sent)."""
@@ -857,10 +863,8 @@ class TargetOmnisend(Target):
     @classmethod
     def invoke(cls, **kwargs: Any) -> None:  # type: ignore[override]
         """Run the target; known failures end as one log line and exit code 1 (no traceback)."""
-        try:
-            from target_omnisend.client import FatalApiError
-        except ImportError:  # pragma: no cover - while client.py is being written
-            FatalApiError = RunFailed
+        from target_omnisend.client import FatalApiError
+
         try:
             super().invoke(**kwargs)
         except (
@@ -874,14 +878,6 @@ class TargetOmnisend(Target):
         ) as error:
             cls.logger.error("%s", error)
             sys.exit(1)
-
-
-def _emails_of(contact: Mapping[str, Any]) -> Iterator[str]:
-    for identifier in contact.get("identifiers") or ():
-        if isinstance(identifier, Mapping) and identifier.get("type") == "email":
-            yield str(identifier.get("id"))
-    if isinstance(contact.get("email"), str):
-        yield contact["email"]
 
 
 def summary_from_log_line(line: str) -> Mapping[str, Any] | None:
