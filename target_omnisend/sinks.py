@@ -21,7 +21,7 @@ from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Re
 from target_omnisend.pipeline import NOT_UTF8
 from target_omnisend.segments import DELETED_AT_FIELD, InvalidSegmentValue, is_deleted_record
 from target_omnisend.summary import mask_email, mask_phone
-from target_omnisend.sync import SegmentRef
+from target_omnisend.sync import SegmentRef, segment_tags
 from target_omnisend.validation import FastJSONSchemaValidator
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class ContactSink(BatchSink):
         fixed: list[SegmentRef] = []
         if self._sync.settings.segment_field is None:
             fixed = self._sync.segments({}, stream_name)
-        self._stream_refs: tuple[list[SegmentRef], tuple[str, ...]] = (fixed, _tags_of(fixed))
+        self._stream_refs: tuple[list[SegmentRef], tuple[str, ...]] = (fixed, segment_tags(fixed))
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -169,7 +169,7 @@ class ContactSink(BatchSink):
             except InvalidSegmentValue as error:
                 self.reject(record, INVALID_SEGMENT, f"segment_field: {error}")
                 return
-            tags = _tags_of(refs)
+            tags = segment_tags(refs)
         deleted = is_deleted_record(record)
         result = self.plan.map(record, () if deleted else tags)
         if isinstance(result, Reject):
@@ -188,7 +188,7 @@ class ContactSink(BatchSink):
             summary.add_duplicates_merged(1)
             if not set(previous[2]) <= set(refs):  # keep the earlier record's segments too
                 refs = list(dict.fromkeys([*previous[2], *refs]))
-                remapped = self.plan.map(record, _tags_of(refs))
+                remapped = self.plan.map(record, segment_tags(refs))
                 if isinstance(remapped, Reject):
                     self.reject(record, remapped.code, remapped.message)
                     return
@@ -214,7 +214,7 @@ class ContactSink(BatchSink):
             return
         target = self._target
         refs_by_key = {contact.key: refs for contact, _, refs in contacts.values()}
-        send, unchanged = target.sync.select(
+        send, unchanged = self._sync.select(
             self.stream_name, [(contact, refs) for contact, _, refs in contacts.values()]
         )
         if unchanged:
@@ -244,7 +244,7 @@ class ContactSink(BatchSink):
     ) -> None:
         """Tag confirmed contacts (2026) and record the memberships that need no tag call."""
         target = self._target
-        sync = target.sync
+        sync = self._sync
         inline = target.tags_inline()
         to_tag: list[tuple[str | None, tuple[str, ...]]] = []
         untagged_members: dict[tuple[str, ...], list[str]] = {}
@@ -265,7 +265,7 @@ class ContactSink(BatchSink):
 
     def activate_version(self, new_version: int) -> None:
         """ACTIVATE_VERSION: the stream is a full snapshot, so absent members are exits."""
-        self._target.sync.mark_snapshot(self.stream_name)
+        self._sync.mark_snapshot(self.stream_name)
         self.logger.info(
             "Stream %r sent ACTIVATE_VERSION: it is treated as a full snapshot of its segments.",
             self.stream_name,
@@ -297,7 +297,7 @@ class ContactSink(BatchSink):
         target = self._target
         target.summary.add_accepted(len(accepted))
         items = [ticket.items[contact.key] for contact in accepted if contact.key in ticket.items]
-        target.sync.confirmed(items)
+        self._sync.confirmed(items)
         self._enter_segments(items, ticket.refs, sent=True)
         for contact, error in rejected:
             record = ticket.records.get(contact.key, {})
@@ -308,7 +308,3 @@ class ContactSink(BatchSink):
                 continue
             self.logger.warning("Omnisend rejected %s: %s", who, error)
             self.reject(record, API_REJECTED, "Omnisend rejected the contact.", error)
-
-
-def _tags_of(refs: Sequence[SegmentRef]) -> tuple[str, ...]:
-    return tuple(ref.tag for ref in refs if ref.tag)

@@ -40,7 +40,7 @@ from target_omnisend.sync_store import (
     fingerprint,
 )
 
-__all__ = ["ExitTicket", "SegmentRef", "SegmentSync", "SyncSettings"]
+__all__ = ["ExitTicket", "SegmentRef", "SegmentSync", "SyncSettings", "segment_tags"]
 
 # Reasons that re-send a contact whose segment tags may have drifted: every tag is re-added.
 _RETAG_REASONS = frozenset({SendReason.NEW, SendReason.STALE, SendReason.FULL_RESYNC})
@@ -85,7 +85,7 @@ class SyncSettings:
             max_exit_ratio=float(config.get("max_exit_ratio", DEFAULT_MAX_EXIT_RATIO)),
             sync_state_path=str(config.get("sync_state_path") or DEFAULT_SYNC_STATE_PATH),
             full_resync=bool(config.get("full_resync", False)),
-            resync_after_days=config.get("resync_after_days", 7),
+            resync_after_days=_days(config.get("resync_after_days", 7)),
             send_welcome_message=bool(config.get("send_welcome_message", False)),
             lowercase_emails=bool(config.get("lowercase_emails", True)),
         )
@@ -122,7 +122,7 @@ class SyncSettings:
             raise ValueError("on_segment_exit remove_tag needs segment_tag (it is empty).")
         if not 0 <= self.max_exit_ratio <= 1:
             raise ValueError("max_exit_ratio must be between 0 and 1.")
-        if self.resync_after_days is not None and float(self.resync_after_days) < 0:
+        if self.resync_after_days is not None and self.resync_after_days < 0:
             raise ValueError("resync_after_days must be 0 or more.")
 
 
@@ -269,13 +269,13 @@ class SegmentSync:
         else:
             prints = {
                 contact.key: fingerprint(
-                    contact.payload, contact.tags, exclude_tags=_segment_tags(refs)
+                    contact.payload, contact.tags, exclude_tags=segment_tags(refs)
                 )
                 for contact, refs in entries
             }
             reasons = self.store.classify(
                 prints.items(),
-                resync_after_days=self._resync_days(),
+                resync_after_days=self.settings.resync_after_days,
                 full_resync=self.settings.full_resync,
             )
         entrants = self._entrants(entries, reasons)
@@ -298,10 +298,6 @@ class SegmentSync:
         with self._lock:
             self.stats["unchanged_skipped"] += len(unchanged)
         return send, unchanged
-
-    def _resync_days(self) -> float | None:
-        days = self.settings.resync_after_days
-        return None if days is None else float(days)
 
     def _entrants(
         self,
@@ -333,9 +329,9 @@ class SegmentSync:
         A sent contact gets its other tags (static, record) and the tags of segments it enters;
         an unchanged one only the segment tags it enters.
         """
-        segment_tags = {r.tag for r in refs if r.tag}
+        of_segments = segment_tags(refs)
         entering = {r.tag for r in refs if r.tag and r.key in item.entrant_tags}
-        other = [t for t in item.contact.tags if t not in segment_tags] if sent else []
+        other = [t for t in item.contact.tags if t not in of_segments] if sent else []
         return tuple(dict.fromkeys([*other, *sorted(entering)]))
 
     def confirmed(self, items: Iterable[_Sendable]) -> None:
@@ -417,7 +413,7 @@ class SegmentSync:
         if known and self.store is not None:
             return self.store.members(segment_key)
         tag = segment_key if self.settings.tags_enabled else None
-        if tag is None or contact_lister is None or self.settings.on_segment_exit == "keep":
+        if tag is None or contact_lister is None:
             return set()
         members = contact_lister(tag)
         if self.settings.lowercase_emails:
@@ -486,5 +482,10 @@ class SegmentSync:
             self.store.close()
 
 
-def _segment_tags(refs: Sequence[SegmentRef]) -> frozenset[str]:
-    return frozenset(ref.tag for ref in refs if ref.tag)
+def segment_tags(refs: Sequence[SegmentRef]) -> tuple[str, ...]:
+    """The tags of these segments, in order (segments without a tag have none)."""
+    return tuple(ref.tag for ref in refs if ref.tag)
+
+
+def _days(value: Any) -> float | None:
+    return None if value is None else float(value)
