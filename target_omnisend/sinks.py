@@ -182,17 +182,18 @@ class ContactSink(BatchSink):
         contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
             context.setdefault(_CONTACTS, {})
         )
-        previous = contacts.pop(result.key, None)
+        previous = contacts.get(result.key)
         if previous is not None:
-            self.tally_duplicate_merged()
-            summary.add_duplicates_merged(1)
             if not set(previous[2]) <= set(refs):  # keep the earlier record's segments too
                 refs = list(dict.fromkeys([*previous[2], *refs]))
                 remapped = self.plan.map(record, segment_tags(refs))
-                if isinstance(remapped, Reject):
+                if isinstance(remapped, Reject):  # the earlier record stays and is sent
                     self.reject(record, remapped.code, remapped.message)
                     return
                 result = remapped
+            del contacts[result.key]  # the latest record goes last, as if it came alone
+            self.tally_duplicate_merged()
+            summary.add_duplicates_merged(1)
         contacts[result.key] = (result, record, refs)
 
     def _remove_sdc_metadata_from_record(self, record: dict) -> None:
@@ -229,7 +230,7 @@ class ContactSink(BatchSink):
             return
         ticket = BatchTicket(
             self,
-            {key: record for key, (_, record, _) in contacts.items()},
+            {item.contact.key: contacts[item.contact.key][1] for item in send},
             {item.contact.key: item for item in send},
             refs_by_key,
         )

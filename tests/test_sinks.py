@@ -190,6 +190,35 @@ def test_duplicates_within_a_batch_latest_wins(make_target: Callable) -> None:
     assert target.summary.unaccounted == 0
 
 
+def test_a_duplicate_whose_merged_segments_are_refused_leaves_the_earlier_record_in_the_batch(
+    make_target: Callable, tmp_path: Path
+) -> None:
+    # Each record alone carries 100 tags (99 labels + its segment tag); merged, 101.
+    target, pipeline = make_target(
+        batch_size_rows=10,
+        segment_tag="seg: {segment}",
+        segment_field="seg",
+        field_mapping={"email": "email", "tags": "labels"},
+    )
+    schema = json.loads(json.dumps(SCHEMA))
+    schema["schema"]["properties"]["seg"] = {"type": "string"}
+    schema["schema"]["properties"]["labels"] = {"type": "array", "items": {"type": "string"}}
+    labels = [f"label{n}" for n in range(99)]
+    first, second = record(1, "a@x.com"), record(2, "a@x.com")
+    first["record"].update(seg="gold", labels=labels)
+    second["record"].update(seg="silver", labels=labels)
+    feed(target, [schema, first, second])
+    drain(target)
+    (_, contacts, ticket) = pipeline.batches[0]
+    assert [c.key for c in contacts] == ["a@x.com"]
+    assert ticket.records["a@x.com"]["id"] == 1  # the earlier record is still sent
+    reject = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[1])
+    assert reject["record"]["id"] == 2
+    assert reject["record"]["_reject"]["code"] == "too_many_tags"
+    assert target.summary.duplicates_merged == 0
+    assert target.summary.unaccounted == 1  # the earlier record, in flight
+
+
 def test_invalid_records_become_rejects(make_target: Callable, tmp_path: Path) -> None:
     target, _ = make_target()
     bad = {"type": "RECORD", "stream": "s", "record": {"id": "one", "email": "a@x.com"}}
