@@ -126,10 +126,10 @@ def encode_json(value: Any) -> bytes:
     try:
         encoded = _FAST_ENCODER.encode(value)
     except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
-        encoded = b"NaN"  # let json raise its own clear error, or encode what msgspec refused
-    if b"NaN" in encoded or b"Infinity" in encoded or b"null" in encoded:
-        # msgspec writes a NaN Decimal as NaN and a NaN float as null: json refuses both (and a
-        # real null or a string holding these letters is simply encoded again, identically).
+        encoded = None  # json encodes what msgspec refused, or raises its own clear error
+    # msgspec writes a NaN Decimal as NaN and a NaN float as null: json refuses both (and a real
+    # null or a string holding these letters is simply encoded again, identically).
+    if encoded is None or b"NaN" in encoded or b"Infinity" in encoded or b"null" in encoded:
         return _ENCODER.encode(value).encode("utf-8")
     return encoded
 
