@@ -642,10 +642,14 @@ def _custom_value(name: str, value: Any) -> Any:
             pass
     elif isinstance(value, date):
         return value.isoformat()
-    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+    elif isinstance(value, list):
         for item in value:
-            _check_length(field_name, item)
-        return value
+            if not isinstance(item, str):
+                break
+            if len(item) > MAX_STRING_LENGTH:
+                _check_length(field_name, item)
+        else:
+            return value
     raise _Invalid(
         "invalid_custom_property_value",
         f"{field_name} is a {type(value).__name__}; custom properties hold strings, numbers, "
@@ -750,122 +754,131 @@ def compile_plan(schema: Mapping[str, Any], config: MappingConfig) -> MappingPla
 Reader = Callable[[Mapping[str, Any]], Any]
 # Distinct segment tag sets whose tag tuple a plan remembers (flat memory: bounded).
 _TAG_CACHE_SIZE = 1024
+_TEXT_FIELDS = frozenset({"firstName", "lastName", "address", "city", "state", "postalCode"})
+_PROFILE_FIELDS = (
+    "firstName",
+    "lastName",
+    "address",
+    "city",
+    "state",
+    "postalCode",
+    "gender",
+    "birthdate",
+    "createdAt",
+)
+_CHANNELS = (  # identifier type, channel, status field, status date field
+    ("email", "email", "emailStatus", "emailStatusChangedAt"),
+    ("phone", "sms", "smsStatus", "smsStatusChangedAt"),
+)
+_MISSING_IDENTIFIER = Reject(
+    "missing_identifier", "The record has neither an email nor a phone.", "email"
+)
 
 
-def _make_reader(path: str, normalise: Callable[[Any], Any]) -> Reader:
-    """Read `path` and normalise the value; None when it is absent or empty (None or "")."""
-    get = make_getter(path)  # checks the path
-    if "." not in path:
+class _MapSource:
+    """The source of one plan's map function, and the objects it refers to by name.
 
-        def read_key(record: Mapping[str, Any]) -> Any:
-            value = record.get(path)
-            if value is None or value == "":
-                return None
-            return normalise(value)
+    The function reads every mapped field with its record path unrolled, normalises it (short
+    strings inline, everything else through the field's normaliser) and assembles the payload;
+    a normaliser raises `_Invalid` for the first invalid field, in the order fields are read.
+    """
 
-        return read_key
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.namespace: dict[str, Any] = {
+            "ANCIENT_DATE": ANCIENT_DATE,
+            "MAX_STRING_LENGTH": MAX_STRING_LENGTH,
+            "MappedContact": MappedContact,
+            "_MISSING_IDENTIFIER": _MISSING_IDENTIFIER,
+            "_custom_value": _custom_value,
+        }
 
-    def read_path(record: Mapping[str, Any]) -> Any:
-        value = get(record)
-        if value is None or value == "":
-            return None
-        return normalise(value)
+    def name(self, obj: Any, hint: str) -> str:
+        """A name the generated code can use for `obj`."""
+        name = f"_{hint}_{len(self.namespace)}"
+        self.namespace[name] = obj
+        return name
 
-    return read_path
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * (depth + 1) + line)
 
+    def read(self, depth: int, path: str) -> None:
+        """`value` = the record's value at `path` (`make_getter`'s rules)."""
+        getter = make_getter(path)  # checks the path
+        steps = path.split(".")
+        if len(steps) == 1:
+            self.emit(depth, f"value = record.get({path!r})")
+        elif len(steps) == 2 and not any(step.isdigit() for step in steps):
+            self.emit(depth, f"if {path!r} in record:")  # a top-level key with a dot in it
+            self.emit(depth + 1, f"value = record[{path!r}]")
+            self.emit(depth, "else:")
+            self.emit(depth + 1, f"value = record.get({steps[0]!r})")
+            self.emit(
+                depth + 1, f"value = value.get({steps[1]!r}) if isinstance(value, dict) else None"
+            )
+        else:
+            self.emit(depth, f"value = {self.name(getter, 'get')}(record)")
 
-def _make_text_reader(path: str, field_name: str) -> Reader:
-    """`_make_reader` for a text field, with the common case (a short string) inline."""
-    normalise = make_string_normaliser(field_name)
-    get = make_getter(path)
+    def field(self, depth: int, path: str, normalise: Callable[[Any], Any], var: str) -> None:
+        """`var` = the normalised value at `path`; None when absent or empty (None or "")."""
+        self.read(depth, path)
+        normaliser = self.name(normalise, "normalise")
+        self.emit(depth, f"{var} = None if value is None or value == '' else {normaliser}(value)")
 
-    def read_text(record: Mapping[str, Any]) -> Any:
-        value = get(record)
-        if type(value) is str:
-            text = value.strip()
-            if len(text) <= MAX_STRING_LENGTH:
-                return text or None
-        if value is None or value == "":
-            return None
-        return normalise(value)
+    def text_field(self, depth: int, path: str, field_name: str, var: str) -> None:
+        """`field` for a text value, the common case (a short string) inline."""
+        self.read(depth, path)
+        normaliser = self.name(make_string_normaliser(field_name), "normalise")
+        self.emit(depth, "if type(value) is str:")
+        self.emit(depth + 1, "text = value.strip()")
+        self.emit(
+            depth + 1,
+            f"{var} = (text or None) if len(text) <= MAX_STRING_LENGTH else {normaliser}(value)",
+        )
+        self.emit(depth, "elif value is None or value == '':")
+        self.emit(depth + 1, f"{var} = None")
+        self.emit(depth, "else:")
+        self.emit(depth + 1, f"{var} = {normaliser}(value)")
 
-    return read_text
+    def build(self, label: str) -> tuple[Callable[[Mapping[str, Any], Sequence[str]], Any], str]:
+        source = "def map_record(record, extra_tags):\n" + "\n".join(self.lines) + "\n"
+        exec(compile(source, f"<mapping plan {label}>", "exec"), self.namespace)  # noqa: S102
+        return self.namespace["map_record"], source
 
 
 class MappingPlan:
     """A compiled mapping; `map(record)` builds one contact.
 
-    Everything that depends only on the schema and the settings is resolved here, once: a reader
-    per mapped field (its record path unrolled into a getter, its normaliser bound), the custom
-    property getters, the static tags. `map` only reads, normalises and assembles.
+    Everything that depends only on the schema and the settings is resolved here, once, into one
+    generated function (`source`): each mapped field's record path unrolled, its normaliser
+    bound, the channel and consent rules of the API generation decided, the static tags joined.
+    `map` only reads, normalises and assembles.
     """
 
     def __init__(self, mapping: dict[str, str], config: MappingConfig, warnings: list[str]) -> None:
-        """Prepare a reader for every mapped field (use `compile_plan`)."""
+        """Compile the map function for a resolved field mapping (use `compile_plan`)."""
         self.matched: dict[str, str] = dict(mapping)
         self.warnings: list[str] = warnings
         self.config = config
         self._is_v5 = config.api_version == "v5"
-        self._date_key = "statusDate" if self._is_v5 else "statusChangedAt"
-        self._welcome = bool(config.send_welcome_message)
         self._static_tags = _static_tags(config.static_tags)
         self._tag_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._simple_steps = self._compile_simple_steps(mapping)
         # Normalisers are built even for unmapped fields: their settings are checked either way.
-        read = self._optional_reader
-        self._email = read(mapping, "email", make_email_normaliser(config.lowercase_emails))
-        self._phone = read(
-            mapping, "phone", make_phone_normaliser("phone", config.default_phone_region)
-        )
-        self._country = read(mapping, "country", normalise_country)
-        self._country_code = read(mapping, "countryCode", normalise_country_code)
-        self._email_status = read(
-            mapping, "emailStatus", make_status_normaliser("emailStatus", config.status_values)
-        )
-        self._email_date = read(
-            mapping, "emailStatusChangedAt", make_timestamp_normaliser("emailStatusChangedAt")
-        )
-        self._sms_status = read(
-            mapping, "smsStatus", make_status_normaliser("smsStatus", config.status_values)
-        )
-        self._sms_date = read(
-            mapping, "smsStatusChangedAt", make_timestamp_normaliser("smsStatusChangedAt")
-        )
-        self._record_tags = read(mapping, "tags", _normalise_tag_list)
-        self._consent_steps = tuple(
-            (key, _consent_reader(name, mapping[name]))
-            for name, key in _CONSENT_FIELDS
-            if name in mapping
-        )
-        self._custom_steps, self._spread = _compile_custom_properties(config.custom_properties)
-        self._has_custom = bool(self._custom_steps) or self._spread is not None
-
-    @staticmethod
-    def _optional_reader(
-        mapping: Mapping[str, str], name: str, normalise: Callable[[Any], Any]
-    ) -> Reader | None:
-        if name not in mapping:
-            return None
-        return _make_reader(mapping[name], normalise)
-
-    @staticmethod
-    def _compile_simple_steps(mapping: Mapping[str, str]) -> tuple[tuple[str, Reader], ...]:
-        normalisers: dict[str, Callable[[Any], Any] | None] = dict.fromkeys(
-            ("firstName", "lastName", "address", "city", "state", "postalCode")
-        )  # text: None
-        normalisers["gender"] = normalise_gender
-        normalisers["birthdate"] = normalise_birthdate
-        normalisers["createdAt"] = make_timestamp_normaliser("createdAt")
-        return tuple(
-            (
-                name,
-                _make_text_reader(mapping[name], name)
-                if normalise is None
-                else _make_reader(mapping[name], normalise),
-            )
-            for name, normalise in normalisers.items()
-            if name in mapping
-        )
+        normalisers: dict[str, Callable[[Any], Any]] = {
+            "email": make_email_normaliser(config.lowercase_emails),
+            "phone": make_phone_normaliser("phone", config.default_phone_region),
+            "emailStatus": make_status_normaliser("emailStatus", config.status_values),
+            "smsStatus": make_status_normaliser("smsStatus", config.status_values),
+            "gender": normalise_gender,
+            "birthdate": normalise_birthdate,
+            "country": normalise_country,
+            "countryCode": normalise_country_code,
+            "tags": _normalise_tag_list,
+        }
+        for name in ("createdAt", "emailStatusChangedAt", "smsStatusChangedAt", "consentCreatedAt"):
+            normalisers[name] = make_timestamp_normaliser(name)
+        self._custom_paths, self._spread = _compile_custom_properties(config.custom_properties)
+        self._map, self.source = self._compile(mapping, normalisers)
 
     def map(
         self, record: Mapping[str, Any], extra_tags: Sequence[str] = ()
@@ -876,126 +889,163 @@ class MappingPlan:
         except _Invalid as invalid:
             return invalid.reject
 
-    def _map(self, record: Mapping[str, Any], extra_tags: Sequence[str]) -> MappedContact | Reject:
-        # Fields are read and normalised in a fixed order: the first invalid one is the reject.
-        email = None if self._email is None else self._email(record)
-        phone = None if self._phone is None else self._phone(record)
-        if email is None and phone is None:
-            return Reject(
-                "missing_identifier", "The record has neither an email nor a phone.", "email"
-            )
-        consent = self._consent(record) if self._consent_steps else None
-        identifiers = []
-        if email is not None:
-            identifiers.append(
-                self._identifier(
-                    "email", email, "email", self._email_status, self._email_date, record, consent
-                )
-            )
-        if phone is not None:
-            identifiers.append(
-                self._identifier(
-                    "phone", phone, "sms", self._sms_status, self._sms_date, record, consent
-                )
-            )
-        payload: dict[str, Any] = {"identifiers": identifiers}
-        for name, read in self._simple_steps:
-            value = read(record)
-            if value is not None:
-                payload[name] = value
-        if self._country is not None or self._country_code is not None:
-            self._add_country(record, payload)
-        if self._has_custom:
-            custom = self._custom_properties(record)
-            if custom:
-                payload["customProperties"] = custom
-        tags = self._tags(record, extra_tags)
-        if self._is_v5 and tags:
-            payload["tags"] = list(tags)
-        return MappedContact(
-            email if email is not None else phone,  # type: ignore[arg-type]
-            email,
-            phone,
-            payload,
-            tags,
-        )
-
-    def _identifier(
-        self,
-        kind: str,
-        value: str,
-        channel: str,
-        read_status: Reader | None,
-        read_date: Reader | None,
-        record: Mapping[str, Any],
-        consent: dict[str, str] | None,
-    ) -> dict[str, Any]:
-        identifier: dict[str, Any] = {"type": kind, "id": value}
-        status = None if read_status is None else read_status(record)
-        if status is not None:
-            changed = (None if read_date is None else read_date(record)) or ANCIENT_DATE
-            identifier["channels"] = {channel: {"status": status, self._date_key: changed}}
-        elif self._is_v5:
-            identifier["channels"] = {
-                channel: {"status": "nonSubscribed", "statusDate": ANCIENT_DATE}
-            }
+    def _compile(
+        self, mapping: Mapping[str, str], normalisers: Mapping[str, Callable[[Any], Any]]
+    ) -> tuple[Callable[[Mapping[str, Any], Sequence[str]], Any], str]:
+        # Fields are read in a fixed order: the first invalid one is the reject.
+        src = _MapSource()
+        emit = src.emit
+        for name in ("email", "phone"):
+            if name in mapping:
+                src.field(0, mapping[name], normalisers[name], name)
+            else:
+                emit(0, f"{name} = None")
+        emit(0, "if email is None and phone is None:")
+        emit(1, "return _MISSING_IDENTIFIER")
+        consent = [(name, key) for name, key in _CONSENT_FIELDS if name in mapping]
         if consent:
-            identifier["consent"] = dict(consent)
-        identifier["sendWelcomeMessage"] = self._welcome
-        return identifier
-
-    def _consent(self, record: Mapping[str, Any]) -> dict[str, str]:
-        consent = {}
-        for key, read in self._consent_steps:
-            value = read(record)
-            if value is not None:
-                consent[key] = value
-        return consent
-
-    def _add_country(self, record: Mapping[str, Any], payload: dict[str, Any]) -> None:
-        country = None if self._country is None else self._country(record)
-        code = None if self._country_code is None else self._country_code(record)
-        if country is not None:
-            payload["country"] = country.name
-            payload["countryCode"] = country.alpha2
-        if code is not None:
-            if country is None:
-                payload["country"] = code.name
-            payload["countryCode"] = code.alpha2
-
-    def _custom_properties(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        custom: dict[str, Any] = {}
-        if self._spread is not None:
-            spread = self._spread(record)
-            if spread is not None:
-                if not isinstance(spread, dict):
-                    raise _type_error("customProperties", spread, "an object")
-                for name, value in spread.items():
-                    if value is not None and value != "":
-                        _check_custom_name(name)
-                        custom[name] = _custom_value(name, value)
-        for name, get in self._custom_steps:
-            value = get(record)
-            if value is None or value == "":
+            emit(0, "consent = {}")
+            for name, key in consent:
+                if name in normalisers:
+                    src.field(0, mapping[name], normalisers[name], "found")
+                else:
+                    src.text_field(0, mapping[name], name, "found")
+                emit(0, "if found is not None:")
+                emit(1, f"consent[{key!r}] = found")
+        emit(0, "identifiers = []")
+        for channel_fields in _CHANNELS:
+            if channel_fields[0] in mapping:
+                self._compile_identifier(
+                    src, mapping, normalisers, channel_fields, with_consent=bool(consent)
+                )
+        emit(0, "payload = {'identifiers': identifiers}")
+        for name in _PROFILE_FIELDS:
+            if name not in mapping:
                 continue
-            kind = type(value)
-            # Short strings, integers and booleans are kept as they are; the rest is checked.
-            if kind is str:
-                if len(value) > MAX_STRING_LENGTH:
-                    value = _custom_value(name, value)
-            elif kind is not int and kind is not bool:
-                value = _custom_value(name, value)
-            custom[name] = value
-        if len(custom) > MAX_CUSTOM_PROPERTIES:
-            raise _Invalid(
-                "too_many_custom_properties",
-                f"{len(custom)} custom properties; the limit is {MAX_CUSTOM_PROPERTIES}.",
-                "customProperties",
+            if name in _TEXT_FIELDS:
+                src.text_field(0, mapping[name], name, "found")
+            else:
+                src.field(0, mapping[name], normalisers[name], "found")
+            emit(0, "if found is not None:")
+            emit(1, f"payload[{name!r}] = found")
+        self._compile_country(src, mapping, normalisers)
+        self._compile_custom_properties(src)
+        if "tags" in mapping:
+            src.field(0, mapping["tags"], normalisers["tags"], "record_tags")
+        else:
+            emit(0, "record_tags = None")
+        emit(0, f"tags = {src.name(self._tags, 'tags')}(record_tags, extra_tags)")
+        if self._is_v5:
+            emit(0, "if tags:")
+            emit(1, "payload['tags'] = list(tags)")
+        emit(0, "key = email if email is not None else phone")
+        emit(0, "return MappedContact(key, email, phone, payload, tags)")
+        return src.build(", ".join(f"{name}={path}" for name, path in mapping.items()))
+
+    def _compile_identifier(
+        self,
+        src: _MapSource,
+        mapping: Mapping[str, str],
+        normalisers: Mapping[str, Callable[[Any], Any]],
+        channel_fields: tuple[str, str, str, str],
+        *,
+        with_consent: bool,
+    ) -> None:
+        """One identifier: its channel status only when the record carries one (v5: always)."""
+        kind, channel, status_field, date_field = channel_fields
+        emit = src.emit
+        date_key = "statusDate" if self._is_v5 else "statusChangedAt"
+        unknown = f"{{{channel!r}: {{'status': 'nonSubscribed', 'statusDate': ANCIENT_DATE}}}}"
+        emit(0, f"if {kind} is not None:")
+        emit(1, f"identifier = {{'type': {kind!r}, 'id': {kind}}}")
+        if status_field in mapping:
+            src.field(1, mapping[status_field], normalisers[status_field], "status")
+            emit(1, "if status is not None:")
+            if date_field in mapping:
+                src.field(2, mapping[date_field], normalisers[date_field], "changed")
+                emit(2, "changed = changed or ANCIENT_DATE")
+            else:
+                emit(2, "changed = ANCIENT_DATE")
+            emit(
+                2,
+                f"identifier['channels'] = {{{channel!r}: {{'status': status, "
+                f"{date_key!r}: changed}}}}",
             )
+            if self._is_v5:
+                emit(1, "else:")
+                emit(2, f"identifier['channels'] = {unknown}")
+        elif self._is_v5:
+            emit(1, f"identifier['channels'] = {unknown}")
+        if with_consent:
+            emit(1, "if consent:")
+            emit(2, "identifier['consent'] = dict(consent)")
+        emit(1, f"identifier['sendWelcomeMessage'] = {bool(self.config.send_welcome_message)!r}")
+        emit(1, "identifiers.append(identifier)")
+
+    @staticmethod
+    def _compile_country(
+        src: _MapSource,
+        mapping: Mapping[str, str],
+        normalisers: Mapping[str, Callable[[Any], Any]],
+    ) -> None:
+        """country and countryCode; a valid countryCode wins over the name's code."""
+        emit = src.emit
+        if "country" in mapping:
+            src.field(0, mapping["country"], normalisers["country"], "country")
+            emit(0, "if country is not None:")
+            emit(1, "payload['country'] = country.name")
+            emit(1, "payload['countryCode'] = country.alpha2")
+        if "countryCode" in mapping:
+            src.field(0, mapping["countryCode"], normalisers["countryCode"], "code")
+            emit(0, "if code is not None:")
+            if "country" in mapping:
+                emit(1, "if country is None:")
+                emit(2, "payload['country'] = code.name")
+            else:
+                emit(1, "payload['country'] = code.name")
+            emit(1, "payload['countryCode'] = code.alpha2")
+
+    def _compile_custom_properties(self, src: _MapSource) -> None:
+        """Short strings, integers and booleans are kept as they are; the rest is checked."""
+        if not self._custom_paths and self._spread is None:
+            return
+        emit = src.emit
+        if self._spread is not None:
+            emit(0, f"custom = {src.name(self._spread_properties, 'spread')}(record)")
+        else:
+            emit(0, "custom = {}")
+        for name, path in self._custom_paths:
+            src.read(0, path)
+            emit(0, "if value is not None and value != '':")
+            emit(1, "kind = type(value)")
+            emit(1, "if kind is str:")
+            emit(2, "if len(value) > MAX_STRING_LENGTH:")
+            emit(3, f"value = _custom_value({name!r}, value)")
+            emit(1, "elif kind is not int and kind is not bool:")
+            emit(2, f"value = _custom_value({name!r}, value)")
+            emit(1, f"custom[{name!r}] = value")
+        if self._spread is not None:
+            emit(0, f"{src.name(_check_custom_count, 'check_count')}(custom)")
+        emit(0, "if custom:")
+        emit(1, "payload['customProperties'] = custom")
+
+    def _spread_properties(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The custom properties of the object at the `*` path (each name and value checked)."""
+        assert self._spread is not None
+        custom: dict[str, Any] = {}
+        spread = self._spread(record)
+        if spread is not None:
+            if not isinstance(spread, dict):
+                raise _type_error("customProperties", spread, "an object")
+            for name, value in spread.items():
+                if value is not None and value != "":
+                    _check_custom_name(name)
+                    custom[name] = _custom_value(name, value)
         return custom
 
-    def _tags(self, record: Mapping[str, Any], extra_tags: Sequence[str]) -> tuple[str, ...]:
-        record_tags = None if self._record_tags is None else self._record_tags(record)
+    def _tags(
+        self, record_tags: Sequence[str] | None, extra_tags: Sequence[str]
+    ) -> tuple[str, ...]:
         if record_tags:
             tags = tuple(dict.fromkeys((*self._static_tags, *record_tags, *extra_tags)))
         elif not extra_tags:
@@ -1014,10 +1064,13 @@ class MappingPlan:
         return tags
 
 
-def _consent_reader(name: str, path: str) -> Reader:
-    if name == "consentCreatedAt":
-        return _make_reader(path, make_timestamp_normaliser(name))
-    return _make_text_reader(path, name)
+def _check_custom_count(custom: Mapping[str, Any]) -> None:
+    if len(custom) > MAX_CUSTOM_PROPERTIES:
+        raise _Invalid(
+            "too_many_custom_properties",
+            f"{len(custom)} custom properties; the limit is {MAX_CUSTOM_PROPERTIES}.",
+            "customProperties",
+        )
 
 
 def _static_tags(tags: Sequence[str]) -> tuple[str, ...]:
@@ -1035,7 +1088,8 @@ def _static_tags(tags: Sequence[str]) -> tuple[str, ...]:
 
 def _compile_custom_properties(
     custom_properties: Mapping[str, str],
-) -> tuple[tuple[tuple[str, Getter], ...], Getter | None]:
+) -> tuple[tuple[tuple[str, str], ...], Getter | None]:
+    """((name, record path), ...) and the getter of the `*` (spread) path, checked."""
     steps = []
     spread = None
     for name, path in custom_properties.items():
@@ -1046,7 +1100,8 @@ def _compile_custom_properties(
             raise MappingConfigError(
                 f"custom_properties name {name!r} must be 1 to 128 letters, digits or underscores."
             )
-        steps.append((name, make_getter(path)))
+        make_getter(path)  # checks the path
+        steps.append((name, path))
     if len(steps) > MAX_CUSTOM_PROPERTIES:
         raise MappingConfigError(
             f"{len(steps)} custom properties configured; the limit is {MAX_CUSTOM_PROPERTIES}."

@@ -5,7 +5,8 @@ rejected record carrying `_reject: {code, message, api_error}`. Fix the rows and
 back into the target: the `_reject` column is ignored by the mapping.
 
 The file is owner-only (0600, parent directory created 0700) and created lazily on the first
-reject, so a clean run leaves no file behind.
+reject, so a clean run leaves no file behind. Rows are buffered and flushed before every STATE the
+target emits, so a STATE never covers a reject that is not on disk.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def dumps(message: Mapping[str, Any]) -> str:
     return json.dumps(message, default=json_default, ensure_ascii=False, allow_nan=False)
 
 
-def open_private(path: Path) -> IO[str]:
+def open_private(path: Path, *, binary: bool = False) -> IO[Any]:
     """Open `path` for appending, owner-only (0600), creating its parent (0700) if needed."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.chmod(path, 0o600)  # an existing file keeps its mode otherwise
+    if binary:
+        return os.fdopen(descriptor, "ab")
     # Undecodable input bytes reach us as lone surrogates: write them as JSON escapes (\udcxx).
     return os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace")
 
@@ -113,8 +116,13 @@ class RejectWriter:
                     handle.write(self._schema_line(stream, schema) + "\n")
                 self._schemas_written[stream] = schema
             handle.write(record_line + "\n")
-            handle.flush()
             self.counts[code] += 1
+
+    def flush(self) -> None:
+        """Push written rejects to the file (before a STATE that covers them is emitted)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
 
     def close(self) -> None:
         """Close the file if it was opened."""

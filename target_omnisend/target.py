@@ -67,6 +67,14 @@ class RunFailed(RuntimeError):
     """The run cannot end successfully (records unaccounted, reject ratio exceeded)."""
 
 
+def _tolerant_line(line: Mapping[str, Any]) -> bytes:
+    """One JSON line by msgspec, or by the tolerant encoder (lone surrogates as \\udcxx)."""
+    try:
+        return _DRY_RUN_ENCODER.encode(line) + b"\n"
+    except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
+        return (dumps(line) + "\n").encode("utf-8", errors="backslashreplace")
+
+
 def _utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -452,20 +460,21 @@ class TargetOmnisend(Target):
 
     def write_dry_run(self, stream: str, contacts: Sequence[MappedContact]) -> None:
         """Append would-be payloads to the dry-run file (owner-only)."""
-        lines = []
-        for c in contacts:
-            line = {"stream": stream, "key": c.key, "payload": c.payload, "tags": list(c.tags)}
-            try:  # msgspec: several times faster than json.dumps; payloads are JSON-ready
-                lines.append(_DRY_RUN_ENCODER.encode(line).decode("utf-8"))
-            except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
-                lines.append(dumps(line))  # lone surrogates, odd types: the tolerant encoder
+        lines = [
+            {"stream": stream, "key": c.key, "payload": c.payload, "tags": list(c.tags)}
+            for c in contacts
+        ]
+        try:  # msgspec, one call per batch: payloads are JSON-ready
+            data = _DRY_RUN_ENCODER.encode_lines(lines)
+        except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
+            data = b"".join(_tolerant_line(line) for line in lines)
         with self._lock:
             if self._dry_run_file is None:
                 from pathlib import Path
 
-                self._dry_run_file = open_private(Path(self._dry_run_path))
+                self._dry_run_file = open_private(Path(self._dry_run_path), binary=True)
                 self.logger.info("Dry run: writing payloads to %s", self._dry_run_path)
-            self._dry_run_file.write("".join(line + "\n" for line in lines))
+            self._dry_run_file.write(data)
             self._dry_run_file.flush()
 
     # -- batch results ------------------------------------------------------------------------
@@ -558,6 +567,7 @@ class TargetOmnisend(Target):
             self._emit_state(state)
 
     def _emit_state(self, state: dict) -> None:
+        self.rejects.flush()  # the records this STATE covers are on disk before it is written
         super()._write_state_message(state)
 
     # -- message handling: pump the pipeline, defer termination while busy ---------------------

@@ -154,6 +154,27 @@ def test_api_rejects_go_to_the_rejects_file(make_target: Callable, tmp_path: Pat
     assert lines[1]["record"]["_reject"]["api_error"] == "400 invalid"
 
 
+def test_a_state_is_written_after_the_rejects_it_covers_reach_the_file(
+    make_target: Callable, tmp_path: Path
+) -> None:
+    target, pipeline = make_target()
+    rejects_file = tmp_path / "rejects.jsonl"
+    on_disk_at_state: list[str] = []
+
+    class Stdout(io.StringIO):
+        def write(self, text: str) -> int:
+            if text.strip():
+                on_disk_at_state.append(rejects_file.read_text() if rejects_file.exists() else "")
+            return super().write(text)
+
+    feed(target, [SCHEMA, record(1), record(2, "not-an-email"), state(2)])
+    drain(target)
+    with redirect_stdout(Stdout()):
+        pipeline.finish()
+    assert len(on_disk_at_state) == 1
+    assert '"invalid_email"' in on_disk_at_state[0]
+
+
 def test_unaccounted_batch_fails_without_state(make_target: Callable) -> None:
     target, pipeline = make_target()
     pipeline.wait_all = lambda: None  # a batch never finishes
@@ -212,6 +233,7 @@ def test_a_duplicate_whose_merged_segments_are_refused_leaves_the_earlier_record
     (_, contacts, ticket) = pipeline.batches[0]
     assert [c.key for c in contacts] == ["a@x.com"]
     assert ticket.records["a@x.com"]["id"] == 1  # the earlier record is still sent
+    target.rejects.flush()  # rejects reach the file before the next STATE; none is due yet
     reject = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[1])
     assert reject["record"]["id"] == 2
     assert reject["record"]["_reject"]["code"] == "too_many_tags"
