@@ -585,6 +585,10 @@ def make_status_normaliser(
         table[_status_key(source)] = status
 
     def normalise_status(value: Any) -> str:
+        if type(value) is str:  # the common case, without `_status_key`'s checks
+            status = table.get(value.strip().casefold())
+            if status is not None:
+                return status
         if isinstance(value, (str, bool, int)):
             status = table.get(_status_key(value))
             if status is not None:
@@ -624,6 +628,8 @@ def _normalise_tag_list(value: Any) -> list[str]:
 
 def _custom_value(name: str, value: Any) -> Any:
     """A JSON-ready custom property value, or raise for nested or odd values."""
+    if type(value) is Decimal and value.is_finite():  # a JSON number with a fraction
+        return int(value) if value == value.to_integral_value() else float(value)
     field_name = "customProperties." + name
     if isinstance(value, str):
         return _check_length(field_name, value)

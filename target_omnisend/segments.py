@@ -457,24 +457,20 @@ class DryRunReport:
         """Count ``keys`` under ``category``, keeping the first few (masked) as a sample."""
         if category not in self.counts:
             raise ValueError(f"Unknown dry-run category {category!r}.")
+        keys = list(keys)
         with self._lock:
+            self.counts[category] += len(keys)
             sample = self.samples[category]
-            for key in keys:
-                self.counts[category] += 1
-                if len(sample) < self.sample_size:
-                    sample.append(_mask(key))
+            room = self.sample_size - len(sample)
+            if room > 0:
+                sample.extend(_mask(key) for key in keys[:room])
 
     def add_send_reasons(self, reasons: Mapping[str, Any]) -> None:
         """Count a batch classified by ``SyncStore.classify`` ({key: SendReason})."""
         by_category: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+        category_of = {"new": "created", "unchanged": "unchanged"}
         for key, reason in reasons.items():
-            value = getattr(reason, "value", reason)
-            if value == "new":
-                by_category["created"].append(key)
-            elif value == "unchanged":
-                by_category["unchanged"].append(key)
-            else:
-                by_category["updated"].append(key)
+            by_category[category_of.get(getattr(reason, "value", reason), "updated")].append(key)
         for category, keys in by_category.items():
             self.add(category, keys)
 

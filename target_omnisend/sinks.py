@@ -37,6 +37,18 @@ SCHEMA_MISMATCH = "schema_mismatch"  # REJECT_CODES in mapping.py
 API_REJECTED = "api_rejected"
 INVALID_SEGMENT = "invalid_segment"
 INVALID_ENCODING = "invalid_encoding"
+# The columns `Sink._remove_sdc_metadata_from_record` drops (singer-sdk 0.54).
+_SDC_COLUMNS = frozenset(
+    {
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    }
+)
 
 
 @dataclass
@@ -146,7 +158,9 @@ class ContactSink(BatchSink):
         """Key properties are irrelevant to a contact; only check valid records."""
         if self._invalid is not None and self._invalid[0] is record:
             return
-        super()._singer_validate_message(record)
+        for key in self._key_properties:
+            if key not in record:
+                super()._singer_validate_message(record)  # raises, in the SDK's words
 
     # -- records and batches --------------------------------------------------------------------
 
@@ -198,6 +212,8 @@ class ContactSink(BatchSink):
 
     def _remove_sdc_metadata_from_record(self, record: dict) -> None:
         """Drop the SDK's metadata columns, but keep `_sdc_deleted_at`: it marks an exit."""
+        if record.keys().isdisjoint(_SDC_COLUMNS):  # nearly every record: nothing to drop
+            return
         deleted_at = record.get(DELETED_AT_FIELD)
         super()._remove_sdc_metadata_from_record(record)
         if deleted_at is not None:

@@ -135,7 +135,7 @@ class ExitTicket:
     records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sendable:
     """What `select` decided for one contact of a batch."""
 

@@ -19,13 +19,13 @@ import ipaddress
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import (
@@ -36,6 +36,7 @@ from singer_sdk.exceptions import (
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from target_omnisend.dry_run import DryRunFileError, DryRunWriter
 from target_omnisend.mapping import (
     API_VERSIONS,
     STATUSES,
@@ -45,7 +46,7 @@ from target_omnisend.mapping import (
     compile_plan,
 )
 from target_omnisend.reader import SingerLineReader
-from target_omnisend.rejects import RejectWriter, dumps, open_private
+from target_omnisend.rejects import RejectWriter, dumps
 from target_omnisend.segments import DEFAULT_MAX_EXIT_RATIO, DEFAULT_SEGMENT_TAG, EXIT_MODES
 from target_omnisend.sinks import ContactSink
 from target_omnisend.summary import RunSummary
@@ -59,20 +60,11 @@ DEFAULT_API_URLS = {
     "v5": "https://api.omnisend.com/v5",
 }
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-_DRY_RUN_ENCODER = msgspec.json.Encoder()
 TAGS_PER_CALL = 250
 
 
 class RunFailed(RuntimeError):
     """The run cannot end successfully (records unaccounted, reject ratio exceeded)."""
-
-
-def _tolerant_line(line: Mapping[str, Any]) -> bytes:
-    """One JSON line by msgspec, or by the tolerant encoder (lone surrogates as \\udcxx)."""
-    try:
-        return _DRY_RUN_ENCODER.encode(line) + b"\n"
-    except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
-        return (dumps(line) + "\n").encode("utf-8", errors="backslashreplace")
 
 
 def _utc_stamp() -> str:
@@ -342,10 +334,10 @@ class TargetOmnisend(Target):
             self.config.get("rejects_path") or f".target-omnisend/rejects-{stamp}.jsonl"
         )
         self.summary = RunSummary(self.logger)
-        self._dry_run_path = (
-            self.config.get("dry_run_path") or f".target-omnisend/dry-run-{stamp}.jsonl"
+        self.dry_run_writer = DryRunWriter(
+            self.config.get("dry_run_path") or f".target-omnisend/dry-run-{stamp}.jsonl",
+            self.logger,
         )
-        self._dry_run_file: Any = None
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._client: Any = None
@@ -366,6 +358,7 @@ class TargetOmnisend(Target):
         self._records_taken = 0
         self._ended_normally = False
         self._lean_sinks: dict[Any, ContactSink] = {}
+        self._max_record_age_seconds = self._MAX_RECORD_AGE_IN_MINUTES * 60
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -460,22 +453,7 @@ class TargetOmnisend(Target):
 
     def write_dry_run(self, stream: str, contacts: Sequence[MappedContact]) -> None:
         """Append would-be payloads to the dry-run file (owner-only)."""
-        lines = [
-            {"stream": stream, "key": c.key, "payload": c.payload, "tags": list(c.tags)}
-            for c in contacts
-        ]
-        try:  # msgspec, one call per batch: payloads are JSON-ready
-            data = _DRY_RUN_ENCODER.encode_lines(lines)
-        except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
-            data = b"".join(_tolerant_line(line) for line in lines)
-        with self._lock:
-            if self._dry_run_file is None:
-                from pathlib import Path
-
-                self._dry_run_file = open_private(Path(self._dry_run_path), binary=True)
-                self.logger.info("Dry run: writing payloads to %s", self._dry_run_path)
-            self._dry_run_file.write(data)
-            self._dry_run_file.flush()
+        self.dry_run_writer.write(stream, contacts)
 
     # -- batch results ------------------------------------------------------------------------
 
@@ -624,8 +602,9 @@ class TargetOmnisend(Target):
 
         Same calls and order as `Target._process_record_message`, without the record copy, the
         identity transform, the sink lookup, `preprocess_record` (not overridden) and
-        `_after_process_record` (a no-op in ContactSink). Streams with stream maps, flattening or
-        `_sdc` metadata columns take the SDK's own path.
+        `_after_process_record` (a no-op in ContactSink); `is_full` and the record-age check
+        are read without their property chains. Streams with stream maps, flattening or `_sdc`
+        metadata columns take the SDK's own path.
         """
         sink._remove_sdc_metadata_from_record(record)
         context = sink._get_context(record)
@@ -634,14 +613,15 @@ class TargetOmnisend(Target):
         sink.tally_record_read()
         sink.process_record(record, context)
         sink.record_counter_metric.increment()
-        if sink.is_full:
+        if sink._batch_records_read >= sink.max_size:
             self.logger.info(
                 "Target sink for '%s' is full. Current size is '%s'. Draining...",
                 sink.stream_name,
                 sink.current_size,
             )
             self.drain_one(sink)
-        self._handle_max_record_age()
+        if time.time() - self._last_full_drain_at > self._max_record_age_seconds:
+            self._handle_max_record_age()
 
     def _remember_lean_sink(self, stream: Any) -> None:
         """After a record took the SDK path: may this stream's next records take the lean one?"""
@@ -842,10 +822,7 @@ class TargetOmnisend(Target):
 
     def _close_files(self) -> None:
         self.rejects.close()
-        with self._lock:
-            if self._dry_run_file is not None:
-                self._dry_run_file.close()
-                self._dry_run_file = None
+        self.dry_run_writer.close()
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: finish in-flight batches, write state for confirmed records, exit."""
@@ -885,6 +862,7 @@ class TargetOmnisend(Target):
             InvalidInputLine,
             RecordsWithoutSchemaException,
             MissingKeyPropertiesError,
+            DryRunFileError,
         ) as error:
             cls.logger.error("%s", error)
             sys.exit(1)

@@ -324,3 +324,19 @@ def test_termination_while_busy_waits_for_the_message_to_finish(make_target: Cal
         feed(target, [record(2), state(2)])
     assert stopped.value.code == 0
     assert target.summary.accepted == 2
+
+
+def test_the_sdc_columns_skipped_early_are_all_the_sdk_strips() -> None:
+    # ContactSink skips the SDK's stripping when a record has none of _SDC_COLUMNS: that set
+    # must hold every column the SDK's method names.
+    import inspect
+    import re
+
+    from singer_sdk.sinks.core import Sink
+
+    from target_omnisend.sinks import _SDC_COLUMNS
+
+    source = inspect.getsource(Sink._remove_sdc_metadata_from_record)
+    named = set(re.findall(r"[\"'](_sdc_\w+)[\"']", source))
+    assert named
+    assert named <= _SDC_COLUMNS

@@ -10,7 +10,11 @@ import pytest
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from singer_sdk.sinks.core import JSONSchemaValidator
 
-from target_omnisend.validation import FastJSONSchemaValidator, unsafe_for_compilation
+from target_omnisend.validation import (
+    FastJSONSchemaValidator,
+    compile_type_checks,
+    unsafe_for_compilation,
+)
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 
@@ -118,7 +122,29 @@ PRICES = {  # as singer-sdk parses a SCHEMA message: JSON floats become Decimal
     },
 }
 
+CONTACTS = {  # types only, as most taps write them: checked by the generated type checks
+    "type": "object",
+    "required": ["id"],
+    "properties": {
+        "id": {"type": "integer"},
+        "email": {"type": ["string", "null"], "format": "email", "description": "annotation"},
+        "score": {"type": ["number", "null"]},
+        "active": {"type": "boolean"},
+        "updated_at": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+        "labels": {"type": ["array", "null"], "items": {"type": "string"}},
+        "address": {
+            "type": ["object", "null"],
+            "required": ["line1"],
+            "properties": {"line1": {"type": "string"}, "zip": {"type": ["string", "integer"]}},
+            "additionalProperties": True,
+        },
+        "anything": {},
+        "free": True,
+    },
+}
+
 SCHEMAS = {
+    "contacts": CONTACTS,
     "customers": CUSTOMERS,
     "orders": ORDERS,
     "events": EVENTS,
@@ -127,6 +153,17 @@ SCHEMAS = {
 }
 
 GOOD_RECORDS: dict[str, dict[str, Any]] = {
+    "contacts": {
+        "id": 7,
+        "email": "jane@example.com",
+        "score": Decimal("1.5"),
+        "active": True,
+        "updated_at": "2024-05-01T10:00:00Z",
+        "labels": ["vip"],
+        "address": {"line1": "1 High St", "zip": 12345},
+        "anything": {"nested": [1]},
+        "free": [None],
+    },
     "customers": {
         "id": 1,
         "email": "jane@example.com",
@@ -205,6 +242,9 @@ REPLACEMENTS: tuple[Any, ...] = (
     {},
     {"a": "b"},
     {"line1": "x", "extra": 1},
+    {"line1": 5},
+    {"zip": "A1"},
+    ["a", 1],
 )
 
 
@@ -272,6 +312,7 @@ def test_corpus_size() -> None:
 @pytest.mark.parametrize(
     ("stream", "compiled"),
     [
+        ("contacts", True),
         ("customers", True),
         ("orders", True),
         ("events", True),
@@ -364,3 +405,42 @@ def test_value_jsonschema_cannot_judge_is_rejected_not_crashed() -> None:
     schema = {"type": "object", "properties": {"price": {"type": "number", "multipleOf": 0.01}}}
     with pytest.raises(InvalidRecord, match="cannot be validated"):
         FastJSONSchemaValidator(schema).validate({"price": Decimal("1.001")})
+
+
+@pytest.mark.parametrize(
+    ("stream", "types_only"),
+    [("contacts", True), ("customers", False), ("orders", False), ("profiles", False)],
+)
+def test_type_only_schemas_are_checked_without_fastjsonschema(
+    stream: str, types_only: bool
+) -> None:
+    assert FastJSONSchemaValidator(SCHEMAS[stream]).checks_types_only is types_only
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}},
+        {"type": "object", "additionalProperties": False},
+        {"type": "object", "properties": {"a": {"type": "date"}}},
+        {"properties": {"a": {"type": "string"}}},  # properties without a type
+        {"type": "object", "properties": {"a": False}},
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "$defs": {"a": {}}},
+        {"type": "object", "properties": {"a": {"anyOf": []}}},
+    ],
+)
+def test_other_keywords_are_left_to_the_exact_validators(schema: dict[str, Any]) -> None:
+    assert compile_type_checks(schema) is None
+
+
+def test_type_checks_are_strict_where_json_schema_is_lenient() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    check = compile_type_checks(schema)
+    assert check({"n": 5})
+    assert check({})
+    assert not check({"n": 5.0})  # an integer for JSON Schema: the exact validator says so
+    assert not check({"n": True})
+    validator = FastJSONSchemaValidator(schema)
+    validator.validate({"n": 5.0})  # accepted, by jsonschema's verdict
+    with pytest.raises(InvalidRecord):
+        validator.validate({"n": "5"})
