@@ -203,10 +203,10 @@ class SegmentMembership:
                 gone.discard(key)
                 current.add(key)
 
-    def count_record(self, stream: str) -> None:
-        """Count a record the stream delivered (live, deleted or rejected alike)."""
+    def count_record(self, stream: str, count: int = 1) -> None:
+        """Count records the stream delivered (live, deleted or rejected alike)."""
         with self._lock:
-            self._records[stream] = self._records.get(stream, 0) + 1
+            self._records[stream] = self._records.get(stream, 0) + count
             self._stream_segments.setdefault(stream, {})
 
     def streams(self) -> list[str]:

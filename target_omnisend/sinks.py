@@ -85,6 +85,7 @@ class ContactSink(BatchSink):
         if self._sync.settings.segment_field is None:
             fixed = self._sync.segments({}, stream_name)
         self._stream_refs: tuple[list[SegmentRef], tuple[str, ...]] = (fixed, segment_tags(fixed))
+        self._uncounted = 0  # records not yet counted in the sync (counted per batch)
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -169,8 +170,8 @@ class ContactSink(BatchSink):
         target = self._target
         summary = target.summary
         summary.add_read()
+        self._uncounted += 1
         sync = self._sync
-        sync.count_record(self.stream_name)
         invalid = self._invalid
         if invalid is not None and invalid[0] is record:
             self._invalid = None
@@ -224,6 +225,7 @@ class ContactSink(BatchSink):
 
     def process_batch(self, context: dict) -> None:
         """Send the batch's new and changed contacts (returns before Omnisend processed them)."""
+        self._count_records()
         contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
             context.pop(_CONTACTS, {})
         )
@@ -251,6 +253,11 @@ class ContactSink(BatchSink):
             refs_by_key,
         )
         target.submit_contacts([item.contact for item in send], ticket)
+
+    def _count_records(self) -> None:
+        if self._uncounted:
+            self._sync.count_record(self.stream_name, self._uncounted)
+            self._uncounted = 0
 
     def _enter_segments(
         self,
@@ -282,6 +289,7 @@ class ContactSink(BatchSink):
 
     def activate_version(self, new_version: int) -> None:
         """ACTIVATE_VERSION: the stream is a full snapshot, so absent members are exits."""
+        self._count_records()  # the records before it belong to the snapshot
         self._sync.mark_snapshot(self.stream_name)
         self.logger.info(
             "Stream %r sent ACTIVATE_VERSION: it is treated as a full snapshot of its segments.",

@@ -222,9 +222,12 @@ class SegmentSync:
             refs.append(ref)
         return refs
 
-    def count_record(self, stream: str) -> None:
-        """A record arrived: a snapshot is complete only if ACTIVATE_VERSION follows it."""
-        self.membership.count_record(stream)
+    def count_record(self, stream: str, count: int = 1) -> None:
+        """Records arrived: a snapshot is complete only if ACTIVATE_VERSION follows them.
+
+        Sinks count per batch, and before passing on an ACTIVATE_VERSION.
+        """
+        self.membership.count_record(stream, count)
         if self._snapshots:
             with self._lock:
                 self._snapshots.discard(stream)
@@ -305,6 +308,16 @@ class SegmentSync:
         reasons: Mapping[str, SendReason],
     ) -> dict[str, tuple[str, ...]]:
         """{contact key: membership keys of segments it enters}."""
+        if self.store is None:  # nothing is known: every contact enters each of its segments
+            keys_of: dict[int, tuple[str, ...]] = {}  # records of a stream share their refs
+            entrants = {}
+            for contact, refs in entries:
+                keys = keys_of.get(id(refs))
+                if keys is None:
+                    keys = keys_of[id(refs)] = tuple(r.key for r in refs)
+                if keys:
+                    entrants[contact.key] = keys
+            return entrants
         by_segment: dict[str, list[str]] = {}
         for contact, refs in entries:
             for ref in refs:

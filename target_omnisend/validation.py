@@ -13,10 +13,10 @@ verdict exact by two rules:
   them into a wrong accept), and format checking when it is switched on. Those
   streams use jsonschema alone.
 
-Schemas made only of types (`type`, `properties`, `items`, `anyOf`, `required`, annotations and
-formats), as most taps write them, skip fastjsonschema too: `compile_type_checks` turns them into one
-generated expression, twice as fast, that is strict where JSON Schema is lenient (an integer written
-`5.0`), so its "no" also goes to jsonschema.
+Schemas made only of types (`type`, `properties`, `items`, `anyOf`, `required`, annotations
+and formats), as most taps write them, skip fastjsonschema too: `compile_type_checks` turns them
+into one generated expression, twice as fast, that is strict where JSON Schema is lenient (an
+integer written `5.0`), so its "no" also goes to jsonschema.
 
 The golden test (tests/test_validation.py) checks the rejected set against jsonschema's.
 """
