@@ -293,11 +293,8 @@ class SegmentSync:
             else:
                 unchanged.append(item)
         if self.dry_run:
-            self.report.add_send_reasons(
-                {i.contact.key: i.reason for i in send}
-                | {i.contact.key: i.reason for i in unchanged}
-            )
-            self.report.add("tagged", [i.contact.key for i in send + unchanged if i.entrant_tags])
+            self.report.add_send_reasons(reasons)
+            self.report.add("tagged", entrants)  # only contacts with entrant tags
         with self._lock:
             self.stats["unchanged_skipped"] += len(unchanged)
         return send, unchanged
