@@ -776,6 +776,8 @@ _CHANNELS = (  # identifier type, channel, status field, status date field
     ("email", "email", "emailStatus", "emailStatusChangedAt"),
     ("phone", "sms", "smsStatus", "smsStatusChangedAt"),
 )
+# "None or empty text", without `value == ''` (a Decimal's comparison with text is slow).
+_ABSENT_OR_EMPTY = "value is None or (isinstance(value, str) and not value)"
 _MISSING_IDENTIFIER = Reject(
     "missing_identifier", "The record has neither an email nor a phone.", "email"
 )
@@ -829,7 +831,7 @@ class _MapSource:
         """`var` = the normalised value at `path`; None when absent or empty (None or "")."""
         self.read(depth, path)
         normaliser = self.name(normalise, "normalise")
-        self.emit(depth, f"{var} = None if value is None or value == '' else {normaliser}(value)")
+        self.emit(depth, f"{var} = None if {_ABSENT_OR_EMPTY} else {normaliser}(value)")
 
     def text_field(self, depth: int, path: str, field_name: str, var: str) -> None:
         """`field` for a text value, the common case (a short string) inline."""
@@ -841,7 +843,7 @@ class _MapSource:
             depth + 1,
             f"{var} = (text or None) if len(text) <= MAX_STRING_LENGTH else {normaliser}(value)",
         )
-        self.emit(depth, "elif value is None or value == '':")
+        self.emit(depth, "elif value is None:")
         self.emit(depth + 1, f"{var} = None")
         self.emit(depth, "else:")
         self.emit(depth + 1, f"{var} = {normaliser}(value)")
@@ -1022,7 +1024,7 @@ class MappingPlan:
             emit(0, "custom = {}")
         for name, path in self._custom_paths:
             src.read(0, path)
-            emit(0, "if value is not None and value != '':")
+            emit(0, f"if not ({_ABSENT_OR_EMPTY}):")
             emit(1, "kind = type(value)")
             emit(1, "if kind is str:")
             emit(2, "if len(value) > MAX_STRING_LENGTH:")
