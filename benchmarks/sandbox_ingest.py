@@ -1,10 +1,11 @@
 """How many contacts per second the sandbox ingests through batches.
 
 Usage: ``python benchmarks/sandbox_ingest.py [--contacts 50000] [--clients 2]
-[--api-version 2026|v5] [--batch-size N]``. Starts an in-process sandbox (no rate limit, no
-processing delay), posts the batches over keep-alive connections from ``--clients`` threads,
-waits until every batch is finished and prints the contacts/s from the first POST to the last
-finished batch.
+[--api-version 2026|v5] [--batch-size N] [--no-freeze]``. Starts an in-process sandbox (no rate
+limit, no processing delay), posts the batches over keep-alive connections from ``--clients``
+threads, waits until every batch is finished and prints the contacts/s from the first POST to the
+last finished batch. Like the ``omnisend-sandbox`` process, it freezes the heap after each batch
+(see ``target_omnisend.sandbox.heap``) unless ``--no-freeze``.
 
 2026 batches (default 100 items) hold small contacts; v5 batches (default 1000 items, the
 end-to-end benchmark's shape) hold contacts shaped like the target's real v5 payloads: email and
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 import requests
 
+from target_omnisend.sandbox import heap
 from target_omnisend.sandbox.server import SandboxServer
 from target_omnisend.sandbox.settings import SandboxSettings
 
@@ -114,7 +116,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--api-version", choices=("2026", "v5"), default="2026")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--no-freeze", action="store_true", help="as an in-process sandbox")
     args = parser.parse_args()
+    heap.freeze_after_batches(not args.no_freeze)
     version = args.api_version
     size = args.batch_size or DEFAULT_BATCH_SIZE[version]
     settings = SandboxSettings(rate_limit_per_minute=10**9, batch_processing_delay=0.0)

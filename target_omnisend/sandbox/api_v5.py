@@ -15,7 +15,8 @@ MAX_BATCH_ITEMS = 1000
 
 def render_contact(contact: dict[str, Any]) -> dict[str, Any]:
     """A stored contact in v5's (v3's) shape: ``contactID`` and ``statusDate``."""
-    out = {k: v for k, v in contact.items() if k not in ("id", "identifiers")}
+    out = dict(contact)
+    del out["id"], out["identifiers"]  # both come last, in v5's shape
     out["contactID"] = contact["id"]
     out["identifiers"] = [
         {

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from target_omnisend.sandbox import heap
 from target_omnisend.sandbox.scheduler import Scheduler
 from target_omnisend.sandbox.settings import SandboxSettings
 from target_omnisend.sandbox.store import now_iso
@@ -51,6 +52,12 @@ class BatchManager:
         return batch
 
     def _process(self, batch: dict[str, Any]) -> None:
+        try:
+            self._apply_items(batch)
+        finally:
+            heap.after_batch()
+
+    def _apply_items(self, batch: dict[str, Any]) -> None:
         settings = self._settings()
         batch["startedAt"] = now_iso()
         batch["status"] = "inProgress"

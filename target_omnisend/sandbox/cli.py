@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from target_omnisend.sandbox import heap
 from target_omnisend.sandbox.server import SandboxServer
 from target_omnisend.sandbox.settings import SandboxSettings
 
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"omnisend-sandbox: {exc}", file=sys.stderr)
         return 2
+    heap.freeze_after_batches()  # this process is the sandbox's alone
     server = SandboxServer(settings, host=args.host, port=args.port).start()
     print(server.url, flush=True)
     done = threading.Event()

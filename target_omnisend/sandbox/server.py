@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import msgspec
+
 from target_omnisend.sandbox import api_2026, api_v5, faults
 from target_omnisend.sandbox.core import Reply, Request, error_reply, problem
 from target_omnisend.sandbox.handle import SandboxHandle
@@ -25,6 +27,20 @@ from target_omnisend.sandbox.state import SandboxState
 
 KEY_SHAPE = re.compile(r"^([A-Za-z0-9]+)-(\S+)$")
 Route = tuple[str, str, re.Pattern[str], Any]
+_msgspec_decode = msgspec.json.Decoder().decode
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON value; ``ValueError`` when it is not JSON.
+
+    msgspec decodes a body several times faster than ``json``. A body it refuses goes to
+    ``json.loads``, which decides as before: NaN and Infinity, a UTF-8 BOM, UTF-16 text or a
+    lone surrogate escape are still accepted, and anything else still raises ``ValueError``.
+    """
+    try:
+        return _msgspec_decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
 
 
 def _compile(routes: list[tuple[str, str, Any]]) -> list[Route]:
@@ -170,7 +186,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         body: Any = None
         if raw:
             try:
-                body = json.loads(raw)
+                body = parse_json(raw)
             except ValueError:
                 return error_reply(generation, 400, "The body is not valid JSON.", errors=[])
         request = Request(self.command, self.path, params, query, body, brand, generation)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from datetime import datetime, timezone
+import time
 from typing import Any
 
 from target_omnisend.sandbox.settings import SandboxSettings
@@ -20,9 +20,23 @@ PROFILE_FIELDS = (
 CHANNEL_OF = {"email": "email", "phone": "sms"}
 
 
+_last_stamp: tuple[int, str] = (-1, "")  # (millisecond, its text): the one now_iso made last
+
+
 def now_iso() -> str:
-    """The current UTC time as RFC 3339 with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as RFC 3339 with milliseconds (``2026-03-15T10:11:12.345Z``).
+
+    Every upsert takes a stamp, so the text is made once per millisecond and reused.
+    """
+    global _last_stamp
+    millis = time.time_ns() // 1_000_000
+    last = _last_stamp
+    if last[0] == millis:
+        return last[1]
+    seconds, fraction = divmod(millis, 1000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:03d}Z"
+    _last_stamp = (millis, text)
+    return text
 
 
 class NotFoundError(Exception):
@@ -54,14 +68,7 @@ class ContactStore:
         stamp = now_iso()
         with self.lock:
             identifiers = body.get("identifiers") or []
-            target_id = next(
-                (
-                    self.owner[("email", i["id"])]
-                    for i in identifiers
-                    if i.get("type") == "email" and ("email", i["id"]) in self.owner
-                ),
-                None,
-            )
+            target_id = self._email_owner(identifiers)
             accepted = []
             for identifier in identifiers:
                 key = (identifier["type"], identifier["id"])
@@ -87,6 +94,15 @@ class ContactStore:
             self._apply_fields(contact, body, settings.tags_on_upsert)
             contact["updatedAt"] = stamp
             return (201 if created else 200), contact
+
+    def _email_owner(self, identifiers: list[dict[str, Any]]) -> str | None:
+        """The id of the contact owning the first known email among ``identifiers``."""
+        for identifier in identifiers:
+            if identifier.get("type") == "email":
+                holder = self.owner.get(("email", identifier["id"]))
+                if holder is not None:
+                    return holder
+        return None
 
     def patch(self, contact_id: str, body: dict[str, Any], generation: str) -> dict[str, Any]:
         """Change only the fields sent; identifiers owned by others raise ConflictError."""
@@ -115,36 +131,35 @@ class ContactStore:
         stamp: str,
     ) -> None:
         kind, value = identifier["type"], identifier["id"]
-        stored = next(
-            (i for i in contact["identifiers"] if i["type"] == kind and i["id"] == value), None
-        )
+        stored = _find_identifier(contact, kind, value)
         is_new = stored is None
         if stored is None:
             stored = {"type": kind, "id": value, "channels": {}}
             contact["identifiers"].append(stored)
             self.owner[(kind, value)] = contact["id"]
+        stored_channels = stored["channels"]
         date_field = "statusChangedAt" if generation == "2026" else "statusDate"
         channels = identifier.get("channels") or {}
         default_channel = CHANNEL_OF[kind]
-        if default_channel not in channels and default_channel not in stored["channels"]:
+        if default_channel not in channels and default_channel not in stored_channels:
             missing = "nonSubscribed" if generation == "2026" else settings.v5_missing_status
             channels = {**channels, default_channel: {"status": missing}}
         became_subscribed = False
         for name, channel in channels.items():
             status = channel.get("status")
             if status is None:
-                if name in stored["channels"]:
+                if name in stored_channels:
                     continue
                 status = "nonSubscribed" if generation == "2026" else settings.v5_missing_status
             when = channel.get(date_field) or stamp
-            previous = stored["channels"].get(name)
+            previous = stored_channels.get(name)
             if previous is not None and settings.older_status_date == "ignore":
                 old, new = parse_datetime(previous["statusChangedAt"]), parse_datetime(when)
                 if old and new and new < old:
                     continue
             if status == "subscribed" and (previous is None or previous["status"] != "subscribed"):
                 became_subscribed = True
-            stored["channels"][name] = {"status": status, "statusChangedAt": when}
+            stored_channels[name] = {"status": status, "statusChangedAt": when}
         welcome = identifier.get("sendWelcomeMessage", generation == "2026")
         if welcome and became_subscribed:
             self.welcome_messages.append(
@@ -190,6 +205,14 @@ class ContactStore:
 
         with self.lock:
             return copy.deepcopy(list(self.contacts.values()))
+
+
+def _find_identifier(contact: dict[str, Any], kind: str, value: str) -> dict[str, Any] | None:
+    """The contact's stored identifier of this type and id, or None."""
+    for stored in contact["identifiers"]:
+        if stored["type"] == kind and stored["id"] == value:
+            return stored
+    return None
 
 
 def channel_status(contact: dict[str, Any]) -> str | None:

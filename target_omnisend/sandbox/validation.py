@@ -6,6 +6,7 @@ means the body is valid.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime
 from typing import Any
@@ -14,6 +15,7 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 PROPERTY_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 COUNTRY_CODE_RE = re.compile(r"^[A-Za-z]{2}$")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 STATUSES = ("subscribed", "nonSubscribed", "unsubscribed")
 STRING_FIELDS = (
     "firstName", "lastName", "country", "state", "city", "address", "postalCode",
@@ -54,7 +56,9 @@ def validate_contact(body: Any, generation: str, *, partial: bool = False) -> Fi
         errors.append(error("identifiers", "invalid_value", "Must be a non-empty array"))
     else:
         for index, identifier in enumerate(identifiers):
-            errors.extend(_identifier_errors(identifier, f"identifiers[{index}]", generation))
+            found = _identifier_errors(identifier, generation)
+            if found:
+                errors.extend(_under(f"identifiers[{index}]", found))
     for name in STRING_FIELDS:
         if name in body and not isinstance(body[name], str):
             errors.append(error(name, "invalid_type", "Must be a string"))
@@ -67,53 +71,74 @@ def validate_contact(body: Any, generation: str, *, partial: bool = False) -> Fi
     return errors
 
 
-def _identifier_errors(identifier: Any, path: str, generation: str) -> FieldErrors:
+def _under(path: str, errors: FieldErrors) -> FieldErrors:
+    """``errors`` of a nested value placed at ``path``.
+
+    Nested checks name a field by its suffix to the value's path ("" for the value itself,
+    ".id" for a member), so that full paths are built only for values that have errors.
+    """
+    for item in errors:
+        item["field"] = path + item["field"]
+    return errors
+
+
+def _identifier_errors(identifier: Any, generation: str) -> FieldErrors:
     if not isinstance(identifier, dict):
-        return [error(path, "invalid_type", "Must be an object")]
+        return [error("", "invalid_type", "Must be an object")]
     errors: FieldErrors = []
     kind, value = identifier.get("type"), identifier.get("id")
     if kind is None:
-        errors.append(error(f"{path}.type", "required", "Identifier type is required"))
+        errors.append(error(".type", "required", "Identifier type is required"))
     elif kind not in ("email", "phone"):
-        errors.append(error(f"{path}.type", "invalid_value", "Must be email or phone"))
+        errors.append(error(".type", "invalid_value", "Must be email or phone"))
     if value is None or value == "":
-        errors.append(error(f"{path}.id", "required", "Identifier id is required"))
+        errors.append(error(".id", "required", "Identifier id is required"))
     elif not isinstance(value, str):
-        errors.append(error(f"{path}.id", "invalid_type", "Must be a string"))
+        errors.append(error(".id", "invalid_type", "Must be a string"))
     elif kind == "email" and not EMAIL_RE.match(value):
-        errors.append(error(f"{path}.id", "invalid_format", "Must be a valid email address"))
+        errors.append(error(".id", "invalid_format", "Must be a valid email address"))
     elif kind == "phone" and not PHONE_RE.match(value):
-        errors.append(error(f"{path}.id", "invalid_format", "Must be an E.164 phone number"))
+        errors.append(error(".id", "invalid_format", "Must be an E.164 phone number"))
     if "sendWelcomeMessage" in identifier and not isinstance(
         identifier["sendWelcomeMessage"], bool
     ):
-        errors.append(error(f"{path}.sendWelcomeMessage", "invalid_type", "Must be a boolean"))
-    errors.extend(_channels_errors(identifier.get("channels"), f"{path}.channels", generation))
+        errors.append(error(".sendWelcomeMessage", "invalid_type", "Must be a boolean"))
+    channels = identifier.get("channels")
+    if channels is not None:
+        found = _channels_errors(channels, generation)
+        if found:
+            errors.extend(_under(".channels", found))
     return errors
 
 
-def _channels_errors(channels: Any, path: str, generation: str) -> FieldErrors:
-    if channels is None:
-        return []
+def _channels_errors(channels: Any, generation: str) -> FieldErrors:
     if not isinstance(channels, dict):
-        return [error(path, "invalid_type", "Must be an object")]
+        return [error("", "invalid_type", "Must be an object")]
     errors: FieldErrors = []
     date_field = "statusChangedAt" if generation == "2026" else "statusDate"
     for name, channel in channels.items():
-        where = f"{path}.{name}"
-        if name not in ("email", "sms"):
-            errors.append(error(where, "invalid_value", "Channel must be email or sms"))
-        elif not isinstance(channel, dict):
-            errors.append(error(where, "invalid_type", "Must be an object"))
-        elif channel.get("status") is None and generation == "2026":
-            errors.append(error(f"{where}.status", "required", "Status is required"))
-        elif "status" in channel and channel["status"] not in STATUSES:
-            errors.append(error(f"{where}.status", "invalid_value", "Unknown status"))
-        elif date_field in channel and parse_datetime(channel[date_field]) is None:
-            errors.append(
-                error(f"{where}.{date_field}", "invalid_format", "Must be an RFC 3339 timestamp")
-            )
+        found = _channel_errors(name, channel, generation, date_field)
+        if found is not None:
+            errors.extend(_under(f".{name}", [found]))
     return errors
+
+
+def _channel_errors(
+    name: str, channel: Any, generation: str, date_field: str
+) -> dict[str, str] | None:
+    """The first error of one channel (field: suffix to its path), or None."""
+    if name not in ("email", "sms"):
+        return error("", "invalid_value", "Channel must be email or sms")
+    if not isinstance(channel, dict):
+        return error("", "invalid_type", "Must be an object")
+    status = channel.get("status")
+    if status is None and generation == "2026":
+        return error(".status", "required", "Status is required")
+    if "status" in channel and status not in STATUSES:
+        return error(".status", "invalid_value", "Unknown status")
+    if date_field in channel and parse_datetime(channel[date_field]) is None:
+        return error(f".{date_field}", "invalid_format", "Must be an RFC 3339 timestamp")
+    return None
 
 
 def _profile_errors(body: dict[str, Any]) -> FieldErrors:
@@ -129,7 +154,7 @@ def _profile_errors(body: dict[str, Any]) -> FieldErrors:
 
 
 def _is_date(value: Any) -> bool:
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not isinstance(value, str) or not DATE_RE.fullmatch(value):
         return False
     try:
         date.fromisoformat(value)
@@ -155,17 +180,32 @@ def _properties_errors(properties: Any) -> FieldErrors:
     if len(properties) > MAX_PROPERTIES:
         errors.append(error("customProperties", "too_many", f"At most {MAX_PROPERTIES}"))
     for name, value in properties.items():
-        where = f"customProperties.{name}"
-        if not PROPERTY_NAME_RE.match(name):
-            errors.append(error(where, "invalid_format", "Name must match [A-Za-z0-9_]{1,128}"))
-        elif isinstance(value, str) and len(value) > MAX_PROPERTY_VALUE:
-            errors.append(error(where, "too_long", f"At most {MAX_PROPERTY_VALUE} characters"))
-        elif isinstance(value, list):
-            if not all(isinstance(item, str) for item in value):
-                errors.append(error(where, "invalid_type", "Arrays must hold strings"))
-        elif value is not None and not isinstance(value, (str, int, float, bool)):
-            errors.append(error(where, "invalid_type", "Nested objects are not allowed"))
+        found = _property_problem(name, value)
+        if found is not None:
+            errors.append(error(f"customProperties.{name}", *found))
     return errors
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_property_name(name: str) -> bool:
+    """Whether ``name`` may name a custom property (cached: every contact repeats the names)."""
+    return PROPERTY_NAME_RE.match(name) is not None
+
+
+def _property_problem(name: str, value: Any) -> tuple[str, str] | None:
+    """(code, message) of a custom property that is not valid, or None."""
+    if not _is_property_name(name):
+        return "invalid_format", "Name must match [A-Za-z0-9_]{1,128}"
+    if isinstance(value, str):
+        too_long = len(value) > MAX_PROPERTY_VALUE
+        return ("too_long", f"At most {MAX_PROPERTY_VALUE} characters") if too_long else None
+    if isinstance(value, list):
+        if all(isinstance(item, str) for item in value):
+            return None
+        return "invalid_type", "Arrays must hold strings"
+    if value is not None and not isinstance(value, (int, float, bool)):
+        return "invalid_type", "Nested objects are not allowed"
+    return None
 
 
 def validate_tags_request(body: Any) -> FieldErrors:
