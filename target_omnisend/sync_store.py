@@ -55,7 +55,10 @@ __all__ = [
 ]
 
 DEFAULT_SYNC_STATE_PATH = ".target-omnisend/sync.sqlite"
-SCHEMA_VERSION = 1
+# 2: memberships without the (brand, email_key) index, which doubled the cost of every insert;
+# a version-1 store is upgraded when a run opens it for writing, and dry runs read it as it is.
+SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 SECONDS_PER_DAY = 86_400.0
 # Keys per lookup query (passed as one JSON array).
 _QUERY_CHUNK = 5000
@@ -77,7 +80,7 @@ CREATE TABLE IF NOT EXISTS memberships (
     since REAL NOT NULL,
     PRIMARY KEY (brand, segment_tag, email_key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS memberships_by_contact ON memberships (brand, email_key);
+DROP INDEX IF EXISTS memberships_by_contact;
 CREATE TABLE IF NOT EXISTS segments (
     brand TEXT NOT NULL,
     segment_tag TEXT NOT NULL,
@@ -260,7 +263,7 @@ class SyncStore:
                 "sync_state_path elsewhere."
             )
         if self.read_only:
-            if version != SCHEMA_VERSION:
+            if version not in _READABLE_VERSIONS:
                 raise _NotInitialised(f"The sync store {self.path} is not initialised.")
             return
         conn.execute("PRAGMA journal_mode = WAL")
@@ -502,25 +505,26 @@ class SyncStore:
     def non_members(self, segment_tag: str, keys: Iterable[str]) -> set[str]:
         """The ``keys`` the store does not know as members of the segment: its entrants."""
         wanted = list(dict.fromkeys(keys))
-        found: set[str] = set()
-        with self._lock:
-            for chunk in _chunks(wanted):
-                rows = self._conn.execute(
-                    "SELECT email_key FROM memberships WHERE brand = ? AND segment_tag = ? "
-                    "AND email_key IN (SELECT value FROM json_each(?))",
-                    (self.brand, segment_tag, json.dumps(list(chunk))),
-                )
-                found.update(key for (key,) in rows)
-        return set(wanted) - found
+        return set(wanted) - self._members_among(segment_tag, wanted)
 
     def members_elsewhere(self, segment_tag: str, keys: Iterable[str]) -> set[str]:
         """The ``keys`` the store knows as members of any segment other than ``segment_tag``."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._lock:  # a few segments: primary-key lookups per segment, no contact index
+            for other in self.segment_tags():
+                if other != segment_tag:
+                    found |= self._members_among(other, wanted)
+        return found
+
+    def _members_among(self, segment_tag: str, keys: list[str]) -> set[str]:
+        """Which of ``keys`` (without repeats) the store knows as members of the segment."""
         found: set[str] = set()
         with self._lock:
-            for chunk in _chunks(list(dict.fromkeys(keys))):
+            for chunk in _chunks(keys):
                 rows = self._conn.execute(
-                    "SELECT DISTINCT email_key FROM memberships WHERE brand = ? "
-                    "AND segment_tag != ? AND email_key IN (SELECT value FROM json_each(?))",
+                    "SELECT email_key FROM memberships WHERE brand = ? AND segment_tag = ? "
+                    "AND email_key IN (SELECT value FROM json_each(?))",
                     (self.brand, segment_tag, json.dumps(list(chunk))),
                 )
                 found.update(key for (key,) in rows)

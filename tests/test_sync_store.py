@@ -246,6 +246,50 @@ def test_non_members_are_the_entrants(store: SyncStore):
     assert store.non_members("segment: vip", []) == set()
 
 
+def test_members_elsewhere_are_members_of_other_segments_only(store: SyncStore):
+    store.add_members("segment: vip", ["a@x.io", "b@x.io"], now=NOW)
+    store.add_members("segment: lapsed", ["b@x.io", "c@x.io"], now=NOW)
+    store.add_members("segment: new", ["c@x.io"], now=NOW)
+    keys = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
+    assert store.members_elsewhere("segment: vip", keys) == {"b@x.io", "c@x.io"}
+    assert store.members_elsewhere("segment: lapsed", keys) == {"a@x.io", "b@x.io", "c@x.io"}
+    assert store.members_elsewhere("segment: gone", ["d@x.io"]) == set()
+
+
+def _make_version_1_store(db_path: Path) -> None:
+    """A store as version 1 left it: the extra contact index, user_version 1."""
+    SyncStore(db_path, "brand-a").close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO memberships (brand, segment_tag, email_key, since) "
+            "VALUES ('brand-a', 'segment: vip', 'a@x.io', 1.0)"
+        )
+        conn.execute("CREATE INDEX memberships_by_contact ON memberships (brand, email_key)")
+        conn.execute("PRAGMA user_version = 1")
+
+
+def _indexes(db_path: Path) -> set[str]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+        return {name for (name,) in rows}
+
+
+def test_a_version_1_store_is_upgraded_and_keeps_its_members(db_path: Path):
+    _make_version_1_store(db_path)
+    dry = SyncStore.open_for_dry_run(db_path, "brand-a")  # read as it is, not upgraded
+    assert dry is not None
+    assert dry.members("segment: vip") == {"a@x.io"}
+    dry.close()
+    assert "memberships_by_contact" in _indexes(db_path)
+    with SyncStore(db_path, "brand-a") as upgraded:
+        assert upgraded.members("segment: vip") == {"a@x.io"}
+    assert "memberships_by_contact" not in _indexes(db_path)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_segment_registry_remembers_streams(store: SyncStore):
     store.register_segments("crm", {"segment: vip": "vip", "segment: new": "new"}, now=NOW)
     store.register_segments("crm", {"segment: vip": "vip"}, now=NOW + 1)
