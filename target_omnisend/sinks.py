@@ -86,6 +86,10 @@ class ContactSink(BatchSink):
             fixed = self._sync.segments({}, stream_name)
         self._stream_refs: tuple[list[SegmentRef], tuple[str, ...]] = (fixed, segment_tags(fixed))
         self._uncounted = 0  # records not yet counted in the sync (counted per batch)
+        # A batch is full at max_size contacts, not records: rejected, merged and deleted
+        # records hold no place, so every drain fills the API's batches (100 or 1000) exactly.
+        self.staged_contacts = 0
+        self.drain_size: int = self.max_size
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -210,6 +214,12 @@ class ContactSink(BatchSink):
             self.tally_duplicate_merged()
             summary.add_duplicates_merged(1)
         contacts[result.key] = (result, record, refs)
+        self.staged_contacts = len(contacts)
+
+    @property
+    def is_full(self) -> bool:
+        """Full once the batch holds `max_size` contacts (see `staged_contacts`)."""
+        return self.staged_contacts >= self.drain_size
 
     def _remove_sdc_metadata_from_record(self, record: dict) -> None:
         """Drop the SDK's metadata columns, but keep `_sdc_deleted_at`: it marks an exit."""
@@ -226,6 +236,7 @@ class ContactSink(BatchSink):
     def process_batch(self, context: dict) -> None:
         """Send the batch's new and changed contacts (returns before Omnisend processed them)."""
         self._count_records()
+        self.staged_contacts = 0
         contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
             context.pop(_CONTACTS, {})
         )

@@ -613,7 +613,7 @@ class TargetOmnisend(Target):
         sink.tally_record_read()
         sink.process_record(record, context)
         sink.record_counter_metric.increment()
-        if sink._batch_records_read >= sink.max_size:
+        if sink.staged_contacts >= sink.drain_size:  # sink.is_full without the property call
             self.logger.info(
                 "Target sink for '%s' is full. Current size is '%s'. Draining...",
                 sink.stream_name,

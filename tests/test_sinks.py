@@ -211,6 +211,28 @@ def test_duplicates_within_a_batch_latest_wins(make_target: Callable) -> None:
     assert target.summary.unaccounted == 0
 
 
+def test_a_batch_is_full_at_max_size_contacts_not_records(make_target: Callable) -> None:
+    target, pipeline = make_target(batch_size_rows=3)
+    feed(
+        target,
+        [
+            SCHEMA,
+            record(1),
+            record(2, "not-an-email"),  # rejected: holds no place
+            record(3, "USER1@example.com"),  # merged into user1: holds no place
+            record(4),
+            record(5),  # the third contact: the batch is full and drained
+            record(6),
+        ],
+    )
+    assert [[c.key for c in contacts] for _, contacts, _ in pipeline.batches] == [
+        ["user1@example.com", "user4@example.com", "user5@example.com"]
+    ]
+    end(target)
+    assert target.summary.accepted == 4  # user6 went in the last, partial batch
+    assert target.summary.unaccounted == 0
+
+
 def test_a_duplicate_whose_merged_segments_are_refused_leaves_the_earlier_record_in_the_batch(
     make_target: Callable, tmp_path: Path
 ) -> None:
