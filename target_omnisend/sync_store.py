@@ -16,6 +16,12 @@ Rules the callers rely on:
 - Rows are written only once Omnisend confirmed them (the batch-finished callback calls
   :meth:`SyncStore.confirm`); a failed or unaccounted batch leaves the store as it was, so the next
   run re-sends.
+- Confirmations are committed as they come, to the ``pending_contacts`` and
+  ``pending_memberships`` tables (appends: cheap commits), and merged into the keyed tables in
+  bulk: every ``merge_every`` rows (100,000), when the store is opened for writing (a run that
+  died left its rows pending) and when it is closed. Reads answer as of the last merge, so a run
+  decides mostly from the store as it was before the run; a contact new in two streams of one run
+  may be sent twice.
 - One run per brand at a time: :meth:`SyncStore.acquire_run_lock` takes an ``flock`` on a lock file
   next to the database and raises :class:`SyncStoreLocked` at once when another run holds it. The
   kernel releases an ``flock`` when its process dies, even after SIGKILL.
@@ -37,7 +43,6 @@ import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +61,19 @@ __all__ = [
 
 DEFAULT_SYNC_STATE_PATH = ".target-omnisend/sync.sqlite"
 # 2: memberships without the (brand, email_key) index, which doubled the cost of every insert;
-# a version-1 store is upgraded when a run opens it for writing, and dry runs read it as it is.
-SCHEMA_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+# 3: the pending tables. An older store is upgraded when a run opens it for writing; dry runs read
+# it as it is (reads never touch the pending tables).
+SCHEMA_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 SECONDS_PER_DAY = 86_400.0
 # Keys per lookup query (passed as one JSON array).
 _QUERY_CHUNK = 5000
 _WRITER_CACHE_KIB = 32 * 1024  # the writing run's page cache (SQLite's default is 2 MiB)
 _WAL_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints (default 1000 pages)
+# Confirmations are appended to the pending tables (a commit writes a page or two) and merged into
+# the keyed tables in bulk, in key order: a batch's random keys would each dirty a page of large
+# B-trees, where a merge of this many rows writes each page once for many of them.
+DEFAULT_MERGE_EVERY = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
@@ -81,6 +91,18 @@ CREATE TABLE IF NOT EXISTS memberships (
     PRIMARY KEY (brand, segment_tag, email_key)
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS memberships_by_contact;
+CREATE TABLE IF NOT EXISTS pending_contacts (
+    brand TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    confirmed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_memberships (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    since REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS segments (
     brand TEXT NOT NULL,
     segment_tag TEXT NOT NULL,
@@ -90,6 +112,21 @@ CREATE TABLE IF NOT EXISTS segments (
     PRIMARY KEY (brand, segment_tag)
 ) WITHOUT ROWID;
 """
+
+
+# The last confirmation of a key wins (SQLite takes bare columns from the max(rowid) row); a
+# membership keeps its first `since` (and a stored one keeps its own).
+_MERGE_PENDING = (
+    "INSERT OR REPLACE INTO contacts (brand, email_key, fingerprint, confirmed_at) "
+    "SELECT brand, email_key, fingerprint, confirmed_at FROM (SELECT brand, email_key, "
+    "fingerprint, confirmed_at, max(rowid) FROM pending_contacts GROUP BY brand, email_key) "
+    "ORDER BY brand, email_key",
+    "INSERT OR IGNORE INTO memberships (brand, segment_tag, email_key, since) "
+    "SELECT brand, segment_tag, email_key, min(since) FROM pending_memberships "
+    "GROUP BY brand, segment_tag, email_key ORDER BY brand, segment_tag, email_key",
+    "DELETE FROM pending_contacts",
+    "DELETE FROM pending_memberships",
+)
 
 
 class SyncStoreError(Exception):
@@ -212,7 +249,14 @@ class SyncStore:
             :class:`SyncStoreError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], brand: str, *, read_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        brand: str,
+        *,
+        read_only: bool = False,
+        merge_every: int = DEFAULT_MERGE_EVERY,
+    ):
         if not brand:
             raise ValueError("SyncStore needs a brand id.")
         self.path = Path(path)
@@ -220,6 +264,8 @@ class SyncStore:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._merge_every = merge_every
+        self._pending_rows = 0  # confirmations appended since the last merge
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"No sync store at {self.path}.")
@@ -278,6 +324,33 @@ class SyncStore:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
+        # A run that died before closing the store left confirmations pending: merge them now.
+        (self._pending_rows,) = conn.execute(
+            "SELECT (SELECT count(*) FROM pending_contacts) "
+            "+ (SELECT count(*) FROM pending_memberships)"
+        ).fetchone()
+        self.merge_pending()
+
+    def merge_pending(self) -> None:
+        """Merge the confirmations appended since the last merge into the tables reads see.
+
+        Reads answer for the store as of the last merge: merges happen every ``merge_every``
+        appended rows, when the store is opened for writing or closed, and before a write that
+        must follow the pending rows (``forget``, ``remove_members``, ``replace_members``).
+        """
+        with self._lock:
+            if not self._pending_rows:
+                return
+            with self._transaction() as conn:
+                for statement in _MERGE_PENDING:
+                    conn.execute(statement)
+            self._pending_rows = 0
+
+    def _appended(self, rows: int) -> None:
+        with self._lock:
+            self._pending_rows += rows
+            if self._pending_rows >= self._merge_every:
+                self.merge_pending()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -439,18 +512,16 @@ class SyncStore:
             The number of rows written.
         """
         confirmed_at = time.time() if now is None else now
-        # In key order: neighbouring keys share B-tree pages (INSERT OR REPLACE keeps the last
-        # of a repeated key: the sort is stable).
         rows = [(self.brand, key, print_, confirmed_at) for key, print_ in entries]
-        rows.sort(key=itemgetter(1))
         if not rows:
             return 0
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO contacts (brand, email_key, fingerprint, confirmed_at) "
+                "INSERT INTO pending_contacts (brand, email_key, fingerprint, confirmed_at) "
                 "VALUES (?, ?, ?, ?)",
                 rows,
             )
+        self._appended(len(rows))
         return len(rows)
 
     def forget(self, keys: Iterable[str]) -> None:
@@ -458,6 +529,7 @@ class SyncStore:
         rows = [(self.brand, key) for key in keys]
         if not rows:
             return
+        self.merge_pending()
         with self._transaction() as conn:
             conn.executemany("DELETE FROM contacts WHERE brand = ? AND email_key = ?", rows)
 
@@ -538,21 +610,23 @@ class SyncStore:
         A key already a member keeps its original ``since``.
         """
         since = time.time() if now is None else now
-        rows = sorted((self.brand, segment_tag, key, since) for key in keys)
+        rows = [(self.brand, segment_tag, key, since) for key in keys]
         if not rows:
             return
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO memberships (brand, segment_tag, email_key, since) "
+                "INSERT INTO pending_memberships (brand, segment_tag, email_key, since) "
                 "VALUES (?, ?, ?, ?)",
                 rows,
             )
+        self._appended(len(rows))
 
     def remove_members(self, segment_tag: str, keys: Iterable[str]) -> None:
         """Record that ``keys`` no longer carry ``segment_tag`` (after the exit was applied)."""
         rows = [(self.brand, segment_tag, key) for key in keys]
         if not rows:
             return
+        self.merge_pending()
         with self._transaction() as conn:
             conn.executemany(
                 "DELETE FROM memberships WHERE brand = ? AND segment_tag = ? AND email_key = ?",
@@ -568,6 +642,7 @@ class SyncStore:
         """
         since = time.time() if now is None else now
         wanted = set(keys)
+        self.merge_pending()
         with self._transaction() as conn:
             current = {
                 key
@@ -616,12 +691,20 @@ class SyncStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the run lock and close the database. Safe to call twice."""
+        """Merge what is pending, release the run lock, close the database. Safe to call twice.
+
+        Raises:
+            sqlite3.Error: The merge failed (the next run that opens the store merges the rows).
+        """
         with self._lock:
-            self.release_run_lock()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None  # type: ignore[assignment]
+            try:
+                if self._conn is not None:
+                    self.merge_pending()
+            finally:
+                self.release_run_lock()
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None  # type: ignore[assignment]
 
     def __enter__(self) -> SyncStore:
         return self

@@ -40,7 +40,9 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path):
-    with SyncStore(db_path, "brand-a") as opened:
+    """A store that merges after every write: reads see each write at once (the pending
+    tables' own rules are tested with the default merge interval below)."""
+    with SyncStore(db_path, "brand-a", merge_every=0) as opened:
         yield opened
 
 
@@ -172,8 +174,69 @@ def test_forget_makes_a_contact_new_again(store: SyncStore):
     assert store.filter_changed([("a@x.io", "f1"), ("b@x.io", "f1")], now=NOW) == {"a@x.io"}
 
 
+def test_reads_answer_as_of_the_last_merge(db_path: Path):
+    with SyncStore(db_path, "brand-a") as store:
+        store.confirm([("a@x.io", "f1")], now=NOW)
+        store.add_members("segment: vip", ["a@x.io"], now=NOW)
+        assert store.classify([("a@x.io", "f1")], now=NOW) == {"a@x.io": SendReason.NEW}
+        assert store.members("segment: vip") == set()  # the store as it was before the run
+        store.merge_pending()
+        assert store.classify([("a@x.io", "f1")], now=NOW) == {"a@x.io": SendReason.UNCHANGED}
+        assert store.members("segment: vip") == {"a@x.io"}
+
+
+def test_pending_rows_merge_every_so_many_and_keep_the_rules_of_direct_writes(db_path: Path):
+    with SyncStore(db_path, "brand-a", merge_every=5) as store:
+        store.confirm([("a@x.io", "f1"), ("b@x.io", "f1")], now=NOW)
+        store.confirm([("a@x.io", "f2")], now=NOW + 1)  # the last confirmation wins
+        store.add_members("segment: vip", ["a@x.io"], now=NOW)
+        assert store.members("segment: vip") == set()  # 4 rows pending
+        store.add_members("segment: vip", ["a@x.io", "c@x.io"], now=NOW + DAY)  # 6: merged
+        assert store.members("segment: vip") == {"a@x.io", "c@x.io"}
+        assert store.classify([("a@x.io", "f2"), ("b@x.io", "f1")], now=NOW + 1) == {
+            "a@x.io": SendReason.UNCHANGED,
+            "b@x.io": SendReason.UNCHANGED,
+        }
+    with sqlite3.connect(db_path) as conn:
+        since = dict(conn.execute("SELECT email_key, since FROM memberships").fetchall())
+        pending = conn.execute("SELECT count(*) FROM pending_memberships").fetchone()[0]
+    assert since == {"a@x.io": NOW, "c@x.io": NOW + DAY}  # a member keeps its first since
+    assert pending == 0
+
+
+def test_closing_merges_and_a_run_that_died_is_merged_by_the_next(db_path: Path):
+    with SyncStore(db_path, "brand-a") as store:
+        store.confirm([("a@x.io", "f1")], now=NOW)
+    died = SyncStore(db_path, "brand-a")
+    died.confirm([("b@x.io", "f1")], now=NOW)  # never closed: the rows stay pending
+    dry = SyncStore.open_for_dry_run(db_path, "brand-a")
+    assert dry is not None
+    assert dry.classify([("b@x.io", "f1")], now=NOW) == {"b@x.io": SendReason.NEW}
+    dry.close()
+    with SyncStore(db_path, "brand-a") as next_run:
+        assert next_run.classify([("a@x.io", "f1"), ("b@x.io", "f1")], now=NOW) == {
+            "a@x.io": SendReason.UNCHANGED,
+            "b@x.io": SendReason.UNCHANGED,
+        }
+    died._conn.close()
+
+
+def test_removals_follow_the_pending_additions(db_path: Path):
+    with SyncStore(db_path, "brand-a") as store:
+        store.add_members("segment: vip", ["a@x.io", "b@x.io"], now=NOW)
+        store.remove_members("segment: vip", ["a@x.io"])
+        store.confirm([("c@x.io", "f1")], now=NOW)
+        store.forget(["c@x.io"])
+        store.merge_pending()
+        assert store.members("segment: vip") == {"b@x.io"}
+        assert store.classify([("c@x.io", "f1")], now=NOW) == {"c@x.io": SendReason.NEW}
+
+
 def test_brands_do_not_see_each_other(db_path: Path):
-    with SyncStore(db_path, "brand-a") as first, SyncStore(db_path, "brand-b") as second:
+    with (
+        SyncStore(db_path, "brand-a", merge_every=0) as first,
+        SyncStore(db_path, "brand-b") as second,
+    ):
         first.confirm([("a@x.io", "f1")], now=NOW)
         first.add_members("segment: vip", ["a@x.io"], now=NOW)
         assert second.needs_send("a@x.io", "f1", NOW)
@@ -256,16 +319,19 @@ def test_members_elsewhere_are_members_of_other_segments_only(store: SyncStore):
     assert store.members_elsewhere("segment: gone", ["d@x.io"]) == set()
 
 
-def _make_version_1_store(db_path: Path) -> None:
-    """A store as version 1 left it: the extra contact index, user_version 1."""
+def _make_old_store(db_path: Path, version: int) -> None:
+    """A store as an older version left it: no pending tables (and on 1, the contact index)."""
     SyncStore(db_path, "brand-a").close()
     with sqlite3.connect(db_path) as conn:
         conn.execute(
             "INSERT INTO memberships (brand, segment_tag, email_key, since) "
             "VALUES ('brand-a', 'segment: vip', 'a@x.io', 1.0)"
         )
-        conn.execute("CREATE INDEX memberships_by_contact ON memberships (brand, email_key)")
-        conn.execute("PRAGMA user_version = 1")
+        conn.execute("DROP TABLE pending_contacts")
+        conn.execute("DROP TABLE pending_memberships")
+        if version == 1:
+            conn.execute("CREATE INDEX memberships_by_contact ON memberships (brand, email_key)")
+        conn.execute(f"PRAGMA user_version = {version}")
 
 
 def _indexes(db_path: Path) -> set[str]:
@@ -276,16 +342,21 @@ def _indexes(db_path: Path) -> set[str]:
         return {name for (name,) in rows}
 
 
-def test_a_version_1_store_is_upgraded_and_keeps_its_members(db_path: Path):
-    _make_version_1_store(db_path)
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_is_upgraded_and_keeps_its_members(db_path: Path, version: int):
+    _make_old_store(db_path, version)
     dry = SyncStore.open_for_dry_run(db_path, "brand-a")  # read as it is, not upgraded
     assert dry is not None
     assert dry.members("segment: vip") == {"a@x.io"}
+    assert dry.classify([("a@x.io", "f1")], now=NOW) == {"a@x.io": SendReason.NEW}
     dry.close()
-    assert "memberships_by_contact" in _indexes(db_path)
+    assert ("memberships_by_contact" in _indexes(db_path)) is (version == 1)
     with SyncStore(db_path, "brand-a") as upgraded:
         assert upgraded.members("segment: vip") == {"a@x.io"}
+        upgraded.confirm([("a@x.io", "f1")], now=NOW)
     assert "memberships_by_contact" not in _indexes(db_path)
+    with SyncStore(db_path, "brand-a") as again:
+        assert again.classify([("a@x.io", "f1")], now=NOW) == {"a@x.io": SendReason.UNCHANGED}
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
