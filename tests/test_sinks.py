@@ -11,12 +11,14 @@ import io
 import json
 from collections.abc import Callable
 from contextlib import redirect_stdout
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from target_omnisend.mapping import MappedContact
+from target_omnisend.sinks import pack_record, unpack_record
 from target_omnisend.target import RunFailed, TargetOmnisend
 
 SCHEMA = {
@@ -204,7 +206,7 @@ def test_duplicates_within_a_batch_latest_wins(make_target: Callable) -> None:
     drain(target)
     (_, contacts, ticket) = pipeline.batches[0]
     assert [c.key for c in contacts] == ["b@x.com", "a@x.com"]
-    assert ticket.records["a@x.com"]["id"] == 3
+    assert ticket.record("a@x.com")["id"] == 3
     end(target)
     assert target.summary.duplicates_merged == 1
     assert target.summary.accepted == 2
@@ -254,13 +256,37 @@ def test_a_duplicate_whose_merged_segments_are_refused_leaves_the_earlier_record
     drain(target)
     (_, contacts, ticket) = pipeline.batches[0]
     assert [c.key for c in contacts] == ["a@x.com"]
-    assert ticket.records["a@x.com"]["id"] == 1  # the earlier record is still sent
+    assert ticket.record("a@x.com")["id"] == 1  # the earlier record is still sent
     target.rejects.flush()  # rejects reach the file before the next STATE; none is due yet
     reject = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[1])
     assert reject["record"]["id"] == 2
     assert reject["record"]["_reject"]["code"] == "too_many_tags"
     assert target.summary.duplicates_merged == 0
     assert target.summary.unaccounted == 1  # the earlier record, in flight
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"id": 1, "n": Decimal("12.50"), "big": Decimal("1E+400"), "i": 10**30, "x": None},
+        {"nested": {"a": [1, "b", True]}, "text": "Zoë", "empty": ""},
+    ],
+)
+def test_a_source_record_waits_packed_and_comes_back_exactly(record: dict) -> None:
+    packed = pack_record(record)
+    assert isinstance(packed, bytes)
+    back = unpack_record(packed)
+    assert back == record
+    assert [type(value) for value in back.values()] == [type(value) for value in record.values()]
+    assert str(back.get("n", "")) == str(record.get("n", ""))  # Decimal digits kept: 12.50
+
+
+@pytest.mark.parametrize(
+    "record", [{"text": "bad \udcff byte"}, {"n": Decimal("NaN")}, {"when": object()}]
+)
+def test_a_record_that_cannot_be_packed_exactly_stays_as_it_is(record: dict) -> None:
+    assert pack_record(record) is record
+    assert unpack_record(record) is record
 
 
 def test_invalid_records_become_rejects(make_target: Callable, tmp_path: Path) -> None:
