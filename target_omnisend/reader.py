@@ -19,10 +19,10 @@ import msgspec
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-__all__ = ["SingerLineReader"]
+__all__ = ["JSON_DECODER", "SingerLineReader"]
 
 # Floats as Decimal, as the SDK's own readers do (exact numbers for the validator and mapping).
-_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+JSON_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 
 
 class SingerLineReader(GenericSingerReader[t.Any]):
@@ -51,7 +51,7 @@ class SingerLineReader(GenericSingerReader[t.Any]):
         stats: Counter[str] = Counter()
         records = 0
         on_record = callbacks.get("RECORD")
-        decode = _DECODER.decode
+        decode = JSON_DECODER.decode
         for line in file_input or self.default_input:
             try:
                 message = decode(line)
@@ -82,7 +82,7 @@ class SingerLineReader(GenericSingerReader[t.Any]):
         """
         self.line_number += 1
         try:
-            message = _DECODER.decode(line)
+            message = JSON_DECODER.decode(line)
         except (msgspec.DecodeError, UnicodeDecodeError):
             message = self._decode_non_utf8(line)
         if not isinstance(message, dict):

@@ -9,7 +9,6 @@ an exit from its segments, applied at the end of the run).
 
 from __future__ import annotations
 
-import decimal
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
 from target_omnisend.pipeline import NOT_UTF8
+from target_omnisend.reader import JSON_DECODER
 from target_omnisend.segments import DELETED_AT_FIELD, InvalidSegmentValue, is_deleted_record
 from target_omnisend.summary import mask_email, mask_phone
 from target_omnisend.sync import SegmentRef, segment_tags
@@ -54,9 +54,9 @@ _SDC_COLUMNS = frozenset(
 
 
 # Source records wait for their batch's result as JSON bytes: one object each instead of a dict's
-# dozens (less memory in flight, less for the results thread to free); Decimals keep their digits.
+# dozens (less memory in flight, less for the results thread to free); Decimals keep their digits
+# and come back as the reader made them.
 _RECORD_ENCODER = msgspec.json.Encoder(decimal_format="number")
-_RECORD_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 
 
 def pack_record(record: Mapping[str, Any]) -> bytes | Mapping[str, Any]:
@@ -73,7 +73,7 @@ def pack_record(record: Mapping[str, Any]) -> bytes | Mapping[str, Any]:
 
 def unpack_record(packed: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     """The record `pack_record` kept."""
-    return _RECORD_DECODER.decode(packed) if isinstance(packed, bytes) else packed
+    return JSON_DECODER.decode(packed) if isinstance(packed, bytes) else packed
 
 
 @dataclass
