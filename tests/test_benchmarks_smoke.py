@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,20 @@ def test_generator_cli_writes_file(tmp_path: Path) -> None:
     )
     lines = out.read_text(encoding="utf-8").splitlines()
     assert sum(1 for line in lines if '"type":"RECORD"' in line) == 120
+
+
+def test_sync_store_load_reports_its_figures() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "sync_store_load.py"), "--contacts", "2500"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert re.fullmatch(
+        r"sync store: 2500 contacts in batches of 1000: wall [\d.]+ s, CPU [\d.]+ s, "
+        r"files \d+ MB\n",
+        completed.stdout,
+    )
 
 
 def test_throughput_and_memory_report_their_figures(tmp_path: Path) -> None:
