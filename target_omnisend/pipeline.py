@@ -240,7 +240,7 @@ class BatchPipeline:
         size = 0
         for contact in contacts:
             try:
-                item = encode_json(contact.payload)
+                item = encode_json(contact.payload, finite=True)  # mapped: finite numbers
             except UnicodeEncodeError:  # lone surrogates from undecodable input bytes
                 too_large.append(Rejection(contact, NOT_UTF8))
                 continue
@@ -421,9 +421,13 @@ class BatchPipeline:
             self._schedule()
         if not ids:
             return
+        paced = getattr(self.client, "paced_seconds_in_thread", None)
+        paced_before = paced() if paced else 0.0
         statuses: dict[str, BatchStatus] = self.client.poll(ids)
         self.polls += 1
         now = self._clock()
+        waited = bool(paced and paced() > paced_before)
+        youngest_done = math.inf  # the tightest bound this poll gives on the latency
         for batch_id in ids:
             status = statuses.get(batch_id)
             with self._lock:
@@ -431,7 +435,7 @@ class BatchPipeline:
             if batch is None:
                 continue
             if status is not None and status.done:
-                self._learn_latency(now - batch.submitted_at)
+                youngest_done = min(youngest_done, now - batch.submitted_at)
                 self._resolve(batch, status)
             elif now - batch.submitted_at > self.max_batch_age:
                 self._fail(
@@ -439,16 +443,21 @@ class BatchPipeline:
                     f"batch {batch_id} was still {status.status if status else 'unreported'} "
                     f"after {self.max_batch_age:g} s",
                 )
+        if youngest_done < math.inf:
+            # One observation per poll: a late poll (or one that waited for a full rate-limit
+            # window) sees many batches late at once and must not drag the estimate up with
+            # each of them, or every later poll would come as late.
+            self._learn_latency(youngest_done, may_grow=not waited)
         with self._lock:
             self._schedule()
             self._progress.notify_all()
 
-    def _learn_latency(self, observed: float) -> None:
-        """Track how long batches take (observations include polling delay, so lean low)."""
+    def _learn_latency(self, observed: float, may_grow: bool = True) -> None:
+        """Track how long batches take from upper bounds (submit → seen finished): lean low."""
         with self._lock:
             if observed < self._latency:
                 self._latency = max(0.0, observed)
-            else:
+            elif may_grow:
                 self._latency += 0.1 * (observed - self._latency)
 
     # -- accounting -------------------------------------------------------------------------------

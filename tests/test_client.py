@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -179,6 +180,13 @@ def test_json_encoding_handles_decimals_and_dates() -> None:
     }
     with pytest.raises(ValueError):
         encode_json({"x": float("nan")})
+
+
+def test_finite_encoding_writes_the_same_bytes_without_the_scan() -> None:
+    # mapped payloads are finite (test_map_never_raises_on_odd_values): only the scan is skipped
+    value = {"a": 1.5, "b": None, "c": "NaN and Infinity as text", "d": [1, "x"], "e": "ž"}
+    assert encode_json(value, finite=True) == encode_json(value)
+    assert json.loads(encode_json({"n": decimal.Decimal("12.30")}, finite=True)) == {"n": 12.3}
 
 
 def test_retry_after_prefers_the_header_then_the_body() -> None:
@@ -382,6 +390,14 @@ def test_the_pacer_keeps_a_tight_limit_without_429s(sandbox_factory: Callable[..
         client.submit_batch([contact_item(address)])
     assert sandbox.dump()["rate_limited"] == 0
     assert requests_to(sandbox, "POST /api/batches") == {"201": 25}
+    # 25 starts at 10 per window: two full windows waited, counted for this thread only
+    assert client.paced_seconds_in_thread() >= 1.5
+    assert client.paced_seconds_in_thread() == pytest.approx(client.stats.waited_seconds)
+    other: list[float] = []
+    worker = threading.Thread(target=lambda: other.append(client.paced_seconds_in_thread()))
+    worker.start()
+    worker.join()
+    assert other == [0.0]
 
 
 # -- tags -----------------------------------------------------------------------------------------

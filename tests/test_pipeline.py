@@ -561,3 +561,48 @@ def test_a_full_pipeline_frees_several_slots_per_poll() -> None:
     pipeline.wait_all()
     assert pipeline.completed_through(320)
     assert len(client.poll_times) <= 320 / 4
+
+
+class WindowFullClient(FakeClient):
+    """Like FakeClient; a poll can be made to wait for the pacer first (a full window)."""
+
+    def __init__(self, clock: FakeClock, latency: float) -> None:
+        super().__init__(clock, latency)
+        self.stall_next_poll = 0.0
+        self.paced = 0.0
+
+    def paced_seconds_in_thread(self) -> float:
+        return self.paced
+
+    def poll(self, ids: list[str]) -> dict:
+        stall, self.stall_next_poll = self.stall_next_poll, 0.0
+        self.clock.now += stall
+        self.paced += stall
+        return super().poll(ids)
+
+
+@pytest.mark.parametrize("stalled", [True, False])
+def test_late_polls_do_not_make_later_polls_late(stalled: bool) -> None:
+    clock = FakeClock()
+    client = WindowFullClient(clock, latency=4.0)
+    pipeline = BatchPipeline(client, 32, Recorder(), clock=clock, sleep=clock.sleep)
+    for wave in range(100):  # learn the latency while streaming
+        pipeline.submit(contacts(1, f"a{wave}-"), wave)
+        for _ in range(100):
+            pipeline.pump()
+    pipeline.wait_all()
+    for wave in range(32):  # fill the pipeline, then a poll sees every batch 20 s late
+        pipeline.submit(contacts(1, f"b{wave}-"), wave)
+    if stalled:
+        client.stall_next_poll = 20.0  # waited for the pacer: the window was full
+    else:
+        clock.sleep(20.0)  # or the caller came back late (busy mapping records)
+    pipeline.wait_all()
+    polls_before = len(client.poll_times)
+    for wave in range(32):  # fill it again; the 33rd submit waits for a slot
+        pipeline.submit(contacts(1, f"c{wave}-"), wave)
+    submitted = sorted(client.submitted.values())[-32:]
+    pipeline.submit(contacts(1, "d-"), 33)
+    first_poll = client.poll_times[polls_before]
+    # the slot wait polls once the oldest quarter is expected done: ~4 s after it was submitted
+    assert first_poll <= submitted[32 // 4 - 1] + 4.0 + pipeline.idle_gap + 1.0
