@@ -60,6 +60,11 @@ class SlidingWindowPacer:
             return 0.0
         return starts[0] - horizon
 
+    def delay(self) -> float:
+        """Seconds until a start would fit (0.0: one fits now); records nothing."""
+        with self._lock:
+            return max(0.0, self._delay(self._clock()))
+
     def try_acquire(self) -> float:
         """Record a start if one fits now; return 0.0, else the seconds to wait first."""
         with self._lock:

@@ -153,7 +153,12 @@ class BatchPipeline:
         self._backlog = 0  # results not yet delivered
         self._callback_error: BaseException | None = None
         self._outstanding: dict[str, _Batch] = {}
-        self._reserved = 0  # chunks being submitted right now
+        self._reserved = 0  # chunks being submitted right now or waiting in _ready
+        # Chunks encoded and holding a slot, waiting for the pacer: while the rate-limit window
+        # is full the caller goes on reading records instead of blocking in the pacer.
+        self._ready: deque[_Batch] = deque()
+        self._ready_due = -math.inf  # when the pacer is next expected to have room
+        self._send_lock = threading.Lock()
         self._seq = 0
         self._open: dict[int, int] = {}  # seq → unresolved units (chunks + the submit itself)
         self._done_through = 0
@@ -220,15 +225,45 @@ class BatchPipeline:
                 self._account(seq, ticket, BatchResult([], too_large))
             for chunk_contacts, encoded in chunks:
                 self._wait_for_slot()
-                self._submit_chunk(_Batch(seq, ticket, chunk_contacts, encoded), slot_reserved=True)
+                with self._lock:
+                    self._open[seq] += 1
+                    self._ready.append(_Batch(seq, ticket, chunk_contacts, encoded))
         except BaseException:
             with self._lock:
                 self._broken.add(seq)
             raise
         with self._lock:
             self._unit_done(seq)
+        self._send_ready(block=False)
         self.pump()
         return seq
+
+    def _send_ready(self, block: bool) -> None:
+        """Submit waiting chunks in order: all of them (`block`), or while the pacer has room."""
+        if not self._send_lock.acquire(blocking=block):
+            return  # another thread is sending them
+        try:
+            pacer = getattr(self.client, "pacer", None)
+            while True:
+                with self._lock:
+                    if not self._ready:
+                        return
+                    batch = self._ready[0]
+                if not block and pacer is not None:
+                    delay = pacer.delay()
+                    if delay > 0:
+                        self._ready_due = self._clock() + delay
+                        return
+                with self._lock:
+                    self._ready.popleft()
+                try:
+                    self._submit_chunk(batch, slot_reserved=True, unit_counted=True)
+                except BaseException:
+                    with self._lock:
+                        self._broken.add(batch.seq)
+                    raise
+        finally:
+            self._send_lock.release()
 
     def _chunks(self, contacts: list[Any]) -> tuple[list[tuple[list, list[bytes]]], list]:
         """Cut into chunks of ≤ batch_limit items and ≤ max_body_bytes; oversized contacts."""
@@ -257,10 +292,13 @@ class BatchPipeline:
             chunks.append((current, encoded))
         return chunks, too_large
 
-    def _submit_chunk(self, batch: _Batch, slot_reserved: bool = False) -> None:
+    def _submit_chunk(
+        self, batch: _Batch, slot_reserved: bool = False, unit_counted: bool = False
+    ) -> None:
         """Submit one chunk (splitting it on 413) and register it as outstanding."""
         with self._lock:
-            self._open[batch.seq] += 1
+            if not unit_counted:
+                self._open[batch.seq] += 1
             if not slot_reserved:
                 self._reserved += 1
         try:
@@ -318,7 +356,11 @@ class BatchPipeline:
                 ):
                     self._reserved += 1  # the slot is ours; _submit_chunk takes it over
                     return
-            self._wait_for_progress()
+                waiting_chunks = bool(self._ready)
+            if waiting_chunks:  # they hold slots: send them (waiting for the pacer if need be)
+                self._send_ready(block=True)
+            else:
+                self._wait_for_progress()
 
     # -- polling ----------------------------------------------------------------------------------
 
@@ -356,7 +398,10 @@ class BatchPipeline:
         return self.polls < POLL_SHARE * others + 1
 
     def pump(self) -> None:
-        """Poll if due and within the polling budget (cheap when not); account for results."""
+        """Submit waiting chunks the pacer has room for; poll if due and within the polling
+        budget (cheap when neither); account for results."""
+        if self._ready and self._clock() >= self._ready_due:
+            self._send_ready(block=False)
         if self._clock() < self._next_due:
             self._raise_failures()
             return
@@ -402,6 +447,7 @@ class BatchPipeline:
             if self._failures.messages:
                 self._drain_results()
             self._raise_failures()
+            self._send_ready(block=True)
             with self._lock:
                 if not self._outstanding and not self._reserved and not self._backlog:
                     return

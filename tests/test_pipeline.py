@@ -15,6 +15,7 @@ import pytest
 
 from target_omnisend.client import OmnisendClient
 from target_omnisend.mapping import MappedContact
+from target_omnisend.pacer import SlidingWindowPacer
 from target_omnisend.pipeline import BatchPipeline, BatchResult, UnaccountedBatchError
 
 VERSIONS = ["2026-03-15", "v5"]
@@ -606,3 +607,54 @@ def test_late_polls_do_not_make_later_polls_late(stalled: bool) -> None:
     first_poll = client.poll_times[polls_before]
     # the slot wait polls once the oldest quarter is expected done: ~4 s after it was submitted
     assert first_poll <= submitted[32 // 4 - 1] + 4.0 + pipeline.idle_gap + 1.0
+
+
+class PacedFakeClient(FakeClient):
+    """Like FakeClient, with a real sliding-window pacer on the fake clock for every request."""
+
+    def __init__(self, clock: FakeClock, latency: float, limit: int, window: float) -> None:
+        super().__init__(clock, latency)
+        # a sleep of a few ulps must move the fake clock, as a real one moves on its own
+        self.pacer = SlidingWindowPacer(
+            limit, window, clock=clock, sleep=lambda seconds: clock.sleep(max(seconds, 1e-6))
+        )
+
+    def _request(self) -> None:
+        self.pacer.acquire()
+        super()._request()
+
+
+def test_a_full_rate_limit_window_does_not_block_the_caller() -> None:
+    clock = FakeClock()
+    client = PacedFakeClient(clock, latency=1.0, limit=3, window=60.0)
+    pipeline = BatchPipeline(
+        client, 8, Recorder(), clock=clock, sleep=clock.sleep, background_results=False
+    )
+    seqs = [pipeline.submit(contacts(1, f"w{n}-"), n) for n in range(5)]
+    # three requests fit the window; the other chunks wait, encoded, and the caller goes on
+    assert len(client.submitted) == 3
+    assert clock.now < 1.0
+    assert pipeline.in_flight == 5
+    pipeline.pump()
+    assert len(client.submitted) == 3  # still no room: nothing is sent, nothing blocks
+    assert not pipeline.completed_through(seqs[3])
+    clock.sleep(60.0)  # the window moves on: the next pump sends the waiting chunks in order
+    pipeline.pump()
+    assert list(client.submitted) == ["b0", "b1", "b2", "b3", "b4"]
+    assert len(client.submitted) == 5
+    pipeline.wait_all()
+    assert pipeline.completed_through(seqs[-1])
+
+
+def test_waiting_chunks_are_sent_when_the_slots_run_out() -> None:
+    clock = FakeClock()
+    client = PacedFakeClient(clock, latency=1.0, limit=2, window=10.0)
+    pipeline = BatchPipeline(
+        client, 3, Recorder(), clock=clock, sleep=clock.sleep, background_results=False
+    )
+    for n in range(6):  # only 3 slots: a submit that finds them held by waiting chunks sends them
+        pipeline.submit(contacts(1, f"s{n}-"), n)
+        assert pipeline.in_flight <= 3
+    pipeline.wait_all()
+    assert len(client.submitted) == 6
+    assert pipeline.completed_through(6)
