@@ -9,6 +9,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -71,7 +72,11 @@ def run_timed(
 ) -> ProcessRun:
     """Run ``command`` with ``stdin_path`` as input; measure wall time, CPU time and peak RSS.
 
-    The child is reaped with ``os.wait4`` so its own resource usage (not every child's) is read.
+    The child is reaped with ``os.wait4`` so its own CPU time (not every child's) is read. Its
+    ``ru_maxrss`` is its own peak only when it is above this process's: Linux carries the
+    parent's high-water mark over the exec (a benchmark process that had loaded a sandbox dump
+    made every later child look 1 GB big). Below that, for a child that ran at least a second,
+    the peak is its own ``VmHWM``, read every 0.1 s while it ran.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     stdout_path = workdir / f"{name}.stdout"
@@ -82,20 +87,65 @@ def run_timed(
         stderr_path.open("wb") as stderr,
     ):
         started = time.perf_counter()
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # returns once the child has exec'd the command
             command, stdin=stdin, stdout=stdout, stderr=stderr, cwd=workdir, env=env
         )
+        watcher = _PeakWatcher(process.pid)
+        inherited_kib = _own_peak_kib()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        watcher.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
+    own_peak_kib = usage.ru_maxrss  # Linux reports KiB
+    if own_peak_kib <= inherited_kib and watcher.peak_kib and wall >= 1.0:
+        own_peak_kib = watcher.peak_kib
     return ProcessRun(
         returncode=process.returncode,
         wall_seconds=wall,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024.0,  # Linux reports KiB
+        peak_rss_mb=own_peak_kib / 1024.0,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
     )
+
+
+def _vm_hwm_kib(status_path: Path) -> int | None:
+    """``VmHWM`` from a /proc status file (None when unreadable or the process has exited)."""
+    try:
+        text = status_path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match[1]) if match else None
+
+
+def _own_peak_kib() -> int:
+    """This process's peak RSS: what a child's ru_maxrss may carry over."""
+    return _vm_hwm_kib(Path("/proc/self/status")) or 0
+
+
+class _PeakWatcher:
+    """Reads a running process's own peak RSS (``VmHWM``) from /proc every 0.1 s."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak_kib = 0
+        self._path = Path(f"/proc/{pid}/status")
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            peak = _vm_hwm_kib(self._path)
+            if peak is None:  # exited (a zombie has no memory left)
+                return
+            self.peak_kib = max(self.peak_kib, peak)
+            if self._stopped.wait(0.1):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 def read_summary(stderr_path: Path) -> dict[str, Any] | None:
