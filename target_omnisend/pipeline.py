@@ -234,8 +234,7 @@ class BatchPipeline:
             raise
         with self._lock:
             self._unit_done(seq)
-        self._send_ready(block=False)
-        self.pump()
+        self.pump()  # sends the chunks the pacer has room for
         return seq
 
     def _send_ready(self, block: bool) -> None:

@@ -119,7 +119,7 @@ class ContactSink(BatchSink):
         # A batch is full at max_size contacts, not records: rejected, merged and deleted
         # records hold no place, so every drain fills the API's batches (100 or 1000) exactly.
         self.staged_contacts = 0
-        self.drain_size: int = self.max_size
+        self.drain_size: int = self.max_size  # the SDK's property, read once (checked per record)
         self._log_plan()
         self._lock = threading.Lock()
 
