@@ -18,6 +18,7 @@ import msgspec
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
+from target_omnisend.dry_run import encode_payload_line
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
 from target_omnisend.pipeline import NOT_UTF8
 from target_omnisend.reader import JSON_DECODER
@@ -52,6 +53,10 @@ _SDC_COLUMNS = frozenset(
     }
 )
 
+
+# A staged contact: the mapped contact, its source record (None in a dry run: not needed again),
+# its segments, and its dry-run line (encoded at once, see `encode_payload_line`).
+_Staged = tuple[MappedContact, "Mapping[str, Any] | None", list[SegmentRef], "bytes | None"]
 
 # Source records wait for their batch's result as JSON bytes: one object each instead of a dict's
 # dozens (less memory in flight, less for the results thread to free); Decimals keep their digits
@@ -120,6 +125,7 @@ class ContactSink(BatchSink):
         # records hold no place, so every drain fills the API's batches (100 or 1000) exactly.
         self.staged_contacts = 0
         self.drain_size: int = self.max_size  # the SDK's property, read once (checked per record)
+        self._dry_run = target.dry_run
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -228,9 +234,7 @@ class ContactSink(BatchSink):
         if deleted:  # an exit of this contact from these segments, not an upsert
             summary.add_deletions(1)
             return
-        contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
-            context.setdefault(_CONTACTS, {})
-        )
+        contacts: dict[str, _Staged] = context.setdefault(_CONTACTS, {})
         previous = contacts.get(result.key)
         if previous is not None:
             if not set(previous[2]) <= set(refs):  # keep the earlier record's segments too
@@ -243,7 +247,11 @@ class ContactSink(BatchSink):
             del contacts[result.key]  # the latest record goes last, as if it came alone
             self.tally_duplicate_merged()
             summary.add_duplicates_merged(1)
-        contacts[result.key] = (result, record, refs)
+        if self._dry_run:  # the record is not needed again; the line is encoded while hot
+            line = encode_payload_line(self.stream_name, result)
+            contacts[result.key] = (result, None, refs, line)
+        else:
+            contacts[result.key] = (result, record, refs, None)
         self.staged_contacts = len(contacts)
 
     @property
@@ -267,22 +275,24 @@ class ContactSink(BatchSink):
         """Send the batch's new and changed contacts (returns before Omnisend processed them)."""
         self._count_records()
         self.staged_contacts = 0
-        contacts: dict[str, tuple[MappedContact, Mapping[str, Any], list[SegmentRef]]] = (
-            context.pop(_CONTACTS, {})
-        )
+        contacts: dict[str, _Staged] = context.pop(_CONTACTS, {})
         if not contacts:
             return
         target = self._target
-        refs_by_key = {contact.key: refs for contact, _, refs in contacts.values()}
+        refs_by_key = {staged[0].key: staged[2] for staged in contacts.values()}
         send, unchanged = self._sync.select(
-            self.stream_name, [(contact, refs) for contact, _, refs in contacts.values()]
+            self.stream_name, [(staged[0], staged[2]) for staged in contacts.values()]
         )
         if unchanged:
             target.summary.add_unchanged(len(unchanged))
             if not target.dry_run:
                 self._enter_segments(unchanged, refs_by_key, sent=False)
         if target.dry_run:
-            target.write_dry_run(self.stream_name, [item.contact for item in send])
+            target.write_dry_run(
+                self.stream_name,
+                [item.contact for item in send],
+                [contacts[item.contact.key][3] for item in send],
+            )
             target.summary.add_dry_run_payloads(len(send))
             return
         if not send:

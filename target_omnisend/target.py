@@ -451,9 +451,14 @@ class TargetOmnisend(Target):
         self.pipeline.submit(list(contacts), ticket)
         self._flush_state_if_ready()
 
-    def write_dry_run(self, stream: str, contacts: Sequence[MappedContact]) -> None:
-        """Append would-be payloads to the dry-run file (owner-only)."""
-        self.dry_run_writer.write(stream, contacts)
+    def write_dry_run(
+        self,
+        stream: str,
+        contacts: Sequence[MappedContact],
+        encoded: Sequence[bytes | None] | None = None,
+    ) -> None:
+        """Append would-be payloads to the dry-run file (owner-only); `encoded`: their lines."""
+        self.dry_run_writer.write(stream, contacts, encoded)
 
     # -- batch results ------------------------------------------------------------------------
 

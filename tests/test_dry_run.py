@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from target_omnisend.dry_run import DryRunFileError, DryRunWriter, encode_payload_lines
+from target_omnisend.dry_run import (
+    DryRunFileError,
+    DryRunWriter,
+    encode_payload_line,
+    encode_payload_lines,
+)
 from target_omnisend.mapping import MappedContact
 
 LOGGER = logging.getLogger("test-dry-run")
@@ -72,3 +77,14 @@ def test_a_failed_write_stops_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     writer.write("crm", [contact(2)])
     with pytest.raises(DryRunFileError, match="No space left on device"):
         writer.close()
+
+
+def test_lines_encoded_by_the_sink_make_the_same_bytes() -> None:
+    contacts = [contact(1), contact(2, "Ren\udce9"), contact(3, "Zoë")]
+    encoded = [encode_payload_line("crm", c) for c in contacts]
+    assert encoded[1] is None  # msgspec refuses a lone surrogate: the tolerant encoder writes it
+    assert encode_payload_lines("crm", contacts, encoded) == encode_payload_lines("crm", contacts)
+    clean = [contacts[0], contacts[2]]
+    data = encode_payload_lines("crm", clean, [encoded[0], encoded[2]])
+    assert [json.loads(line)["key"] for line in data.splitlines()] == [c.key for c in clean]
+    assert encode_payload_lines("crm", [], []) == b""
