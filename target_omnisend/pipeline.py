@@ -207,12 +207,18 @@ class BatchPipeline:
 
     # -- submitting -------------------------------------------------------------------------------
 
-    def submit(self, contacts: Sequence[Any], ticket: Any) -> int:
+    def submit(
+        self,
+        contacts: Sequence[Any],
+        ticket: Any,
+        encoded: Sequence[bytes | None] | None = None,
+    ) -> int:
         """Submit contacts (objects with `.key`, `.email`, `.phone`, `.payload`); returns the seq.
 
-        Returns once every chunk is submitted; processing at Omnisend continues. Raises
-        `FatalApiError`/`TransientApiError` from the client, and `UnaccountedBatchError` when an
-        earlier batch could not be accounted for.
+        `encoded` may hold each payload as `encode_json(payload, finite=True)` wrote it (None:
+        encode it here). Returns once every chunk is queued; processing at Omnisend continues.
+        Raises `FatalApiError`/`TransientApiError` from the client, and `UnaccountedBatchError`
+        when an earlier batch could not be accounted for.
         """
         self._raise_failures()
         with self._lock:
@@ -220,7 +226,7 @@ class BatchPipeline:
             seq = self._seq
             self._open[seq] = 1
         try:
-            chunks, too_large = self._chunks(list(contacts))
+            chunks, too_large = self._chunks(list(contacts), encoded)
             if too_large:
                 self._account(seq, ticket, BatchResult([], too_large))
             for chunk_contacts, encoded in chunks:
@@ -264,7 +270,9 @@ class BatchPipeline:
         finally:
             self._send_lock.release()
 
-    def _chunks(self, contacts: list[Any]) -> tuple[list[tuple[list, list[bytes]]], list]:
+    def _chunks(
+        self, contacts: list[Any], known: Sequence[bytes | None] | None = None
+    ) -> tuple[list[tuple[list, list[bytes]]], list]:
         """Cut into chunks of ≤ batch_limit items and ≤ max_body_bytes; oversized contacts."""
         room = self.max_body_bytes - len(BATCH_HEAD) - 2
         chunks: list[tuple[list, list[bytes]]] = []
@@ -272,12 +280,14 @@ class BatchPipeline:
         current: list[Any] = []
         encoded: list[bytes] = []
         size = 0
-        for contact in contacts:
-            try:
-                item = encode_json(contact.payload, finite=True)  # mapped: finite numbers
-            except UnicodeEncodeError:  # lone surrogates from undecodable input bytes
-                too_large.append(Rejection(contact, NOT_UTF8))
-                continue
+        for index, contact in enumerate(contacts):
+            item = known[index] if known is not None else None
+            if item is None:
+                try:
+                    item = encode_json(contact.payload, finite=True)  # mapped: finite numbers
+                except UnicodeEncodeError:  # lone surrogates from undecodable input bytes
+                    too_large.append(Rejection(contact, NOT_UTF8))
+                    continue
             if len(item) > room:
                 too_large.append(Rejection(contact, TOO_LARGE))
                 continue

@@ -18,6 +18,7 @@ import msgspec
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
+from target_omnisend.client import encode_json
 from target_omnisend.dry_run import encode_payload_line
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
 from target_omnisend.pipeline import NOT_UTF8
@@ -55,8 +56,13 @@ _SDC_COLUMNS = frozenset(
 
 
 # A staged contact: the mapped contact, its source record (None in a dry run: not needed again),
-# its segments, and its dry-run line (encoded at once, see `encode_payload_line`).
-_Staged = tuple[MappedContact, "Mapping[str, Any] | None", list[SegmentRef], "bytes | None"]
+# its segments, what the batch writes for it (the dry-run line, or the payload's JSON; None:
+# written later) and its fingerprint (None without a sync store). The last two are encoded right
+# after mapping, while the payload is still in the CPU's caches: a batch later, the same work
+# costs about half as much again.
+_Staged = tuple[
+    MappedContact, "Mapping[str, Any] | None", list[SegmentRef], "bytes | None", "str | None"
+]
 
 # Source records wait for their batch's result as JSON bytes: one object each instead of a dict's
 # dozens (less memory in flight, less for the results thread to free); Decimals keep their digits
@@ -74,6 +80,15 @@ def pack_record(record: Mapping[str, Any]) -> bytes | Mapping[str, Any]:
     except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
         return record
     return record if b"NaN" in packed or b"Infinity" in packed else packed
+
+
+def _encode_payload(contact: MappedContact) -> bytes | None:
+    """The payload as the pipeline sends it, or None: the pipeline then encodes it (and rejects
+    what cannot be encoded)."""
+    try:
+        return encode_json(contact.payload, finite=True)
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return None
 
 
 def unpack_record(packed: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -126,6 +141,7 @@ class ContactSink(BatchSink):
         self.staged_contacts = 0
         self.drain_size: int = self.max_size  # the SDK's property, read once (checked per record)
         self._dry_run = target.dry_run
+        self._encode_payloads_early = True  # see process_batch
         self._log_plan()
         self._lock = threading.Lock()
 
@@ -239,7 +255,8 @@ class ContactSink(BatchSink):
         if previous is not None:
             if not set(previous[2]) <= set(refs):  # keep the earlier record's segments too
                 refs = list(dict.fromkeys([*previous[2], *refs]))
-                remapped = self.plan.map(record, segment_tags(refs))
+                tags = segment_tags(refs)
+                remapped = self.plan.map(record, tags)
                 if isinstance(remapped, Reject):  # the earlier record stays and is sent
                     self.reject(record, remapped.code, remapped.message)
                     return
@@ -247,11 +264,13 @@ class ContactSink(BatchSink):
             del contacts[result.key]  # the latest record goes last, as if it came alone
             self.tally_duplicate_merged()
             summary.add_duplicates_merged(1)
-        if self._dry_run:  # the record is not needed again; the line is encoded while hot
+        print_ = sync.fingerprint_of(result, tags)  # tags: the segment tags of `refs`
+        if self._dry_run:  # the record is not needed again
             line = encode_payload_line(self.stream_name, result)
-            contacts[result.key] = (result, None, refs, line)
+            contacts[result.key] = (result, None, refs, line, print_)
         else:
-            contacts[result.key] = (result, record, refs, None)
+            payload = _encode_payload(result) if self._encode_payloads_early else None
+            contacts[result.key] = (result, record, refs, payload, print_)
         self.staged_contacts = len(contacts)
 
     @property
@@ -281,7 +300,9 @@ class ContactSink(BatchSink):
         target = self._target
         refs_by_key = {staged[0].key: staged[2] for staged in contacts.values()}
         send, unchanged = self._sync.select(
-            self.stream_name, [(staged[0], staged[2]) for staged in contacts.values()]
+            self.stream_name,
+            [(staged[0], staged[2]) for staged in contacts.values()],
+            {key: staged[4] for key, staged in contacts.items()},
         )
         if unchanged:
             target.summary.add_unchanged(len(unchanged))
@@ -303,7 +324,14 @@ class ContactSink(BatchSink):
             {item.contact.key: item for item in send},
             refs_by_key,
         )
-        target.submit_contacts([item.contact for item in send], ticket)
+        target.submit_contacts(
+            [item.contact for item in send],
+            ticket,
+            [contacts[item.contact.key][3] for item in send],
+        )
+        # A batch that sent most of its contacts will likely be followed by such batches (a
+        # first load): encode the next payloads early. A re-run skips nearly all: leave it.
+        self._encode_payloads_early = 2 * len(send) >= len(contacts)
 
     def _count_records(self) -> None:
         if self._uncounted:

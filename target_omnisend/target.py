@@ -444,11 +444,19 @@ class TargetOmnisend(Target):
 
     # -- called by sinks ----------------------------------------------------------------------
 
-    def submit_contacts(self, contacts: Sequence[MappedContact], ticket: Any) -> None:
-        """Hand contacts to the pipeline (returns before Omnisend processed them)."""
+    def submit_contacts(
+        self,
+        contacts: Sequence[MappedContact],
+        ticket: Any,
+        encoded: Sequence[bytes | None] | None = None,
+    ) -> None:
+        """Hand contacts to the pipeline (returns before Omnisend processed them).
+
+        `encoded`: their payloads as `client.encode_json(payload, finite=True)` writes them.
+        """
         if not contacts:
             return
-        self.pipeline.submit(list(contacts), ticket)
+        self.pipeline.submit(list(contacts), ticket, encoded)
         self._flush_state_if_ready()
 
     def write_dry_run(

@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 
-from target_omnisend.client import OmnisendClient
+from target_omnisend.client import OmnisendClient, encode_json
 from target_omnisend.mapping import MappedContact
 from target_omnisend.pacer import SlidingWindowPacer
-from target_omnisend.pipeline import BatchPipeline, BatchResult, UnaccountedBatchError
+from target_omnisend.pipeline import (
+    NOT_UTF8,
+    BatchPipeline,
+    BatchResult,
+    UnaccountedBatchError,
+)
 
 VERSIONS = ["2026-03-15", "v5"]
 
@@ -118,6 +123,25 @@ def test_contacts_are_chunked_submitted_and_accounted(
     assert all(b["status"] == "finished" for b in dump["batches"])
     route = f"GET {batch_route(version)}/{{id}}/items"
     assert route not in dump["requests"]  # no errors: items never read
+
+
+def test_payloads_encoded_by_the_caller_are_sent_as_given(
+    sandbox_factory: Callable[..., Any],
+) -> None:
+    sandbox = sandbox_factory(batch_processing_delay=0.05)
+    pipeline, recorder = make_pipeline(sandbox)
+    people = contacts(3)
+    broken = contact("ren\udce9@example.com")
+    given = encode_json({**people[0].payload, "firstName": "Given"}, finite=True)
+    pipeline.submit([*people, broken], "t", [given, None, encode_json(people[2].payload), None])
+    pipeline.wait_all()
+    names = {c["identifiers"][0]["id"]: c.get("firstName") for c in sandbox.dump()["contacts"]}
+    assert names == {
+        "user0@example.com": "Given",
+        "user1@example.com": None,
+        "user2@example.com": None,
+    }
+    assert recorder.rejected() == {broken.key: NOT_UTF8}  # None: encoded (and refused) here
 
 
 def test_submit_returns_before_processing(sandbox_factory: Callable[..., Any]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from target_omnisend.client import encode_json
 from target_omnisend.mapping import MappedContact
 from target_omnisend.sinks import pack_record, unpack_record
 from target_omnisend.target import RunFailed, TargetOmnisend
@@ -51,7 +52,13 @@ class StandInPipeline:
         self.seq = 0
         self.done_through = 0
 
-    def submit(self, contacts: list[MappedContact], ticket: Any) -> None:
+    def submit(
+        self, contacts: list[MappedContact], ticket: Any, encoded: list[bytes | None] | None = None
+    ) -> None:
+        if encoded is not None:  # payloads the sink encoded early are what the pipeline would send
+            assert len(encoded) == len(contacts)
+            for contact, payload in zip(contacts, encoded, strict=True):
+                assert payload is None or payload == encode_json(contact.payload, finite=True)
         self.seq += 1
         self.batches.append((self.seq, contacts, ticket))
 

@@ -103,3 +103,17 @@ def test_one_run_per_brand(tmp_path: Path) -> None:
         make_sync(tmp_path)
     first.close()
     make_sync(tmp_path).close()
+
+
+def test_fingerprints_taken_at_mapping_time_are_the_ones_select_takes(tmp_path: Path) -> None:
+    sync = make_sync(tmp_path)
+    refs = sync.segments({"email": "a@x.com"}, "vip")
+    ann, bob = contact("a@x.com", tags=("segment: vip",)), contact("b@x.com", tags=("x",))
+    early = sync.fingerprint_of(ann, ("segment: vip",))
+    computed, _ = sync.select("vip", [(ann, refs), (bob, refs)])
+    given, _ = sync.select("vip", [(ann, refs), (bob, refs)], {ann.key: early, bob.key: None})
+    assert [item.print_ for item in given] == [item.print_ for item in computed]
+    assert early == computed[0].print_
+    tampered, _ = sync.select("vip", [(ann, refs)], {ann.key: "f" * 32})
+    assert tampered[0].print_ == "f" * 32  # a given fingerprint is used, not recomputed
+    sync.close()
