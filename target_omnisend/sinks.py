@@ -83,8 +83,7 @@ def pack_record(record: Mapping[str, Any]) -> bytes | Mapping[str, Any]:
 
 
 def _encode_payload(contact: MappedContact) -> bytes | None:
-    """The payload as the pipeline sends it, or None: the pipeline then encodes it (and rejects
-    what cannot be encoded)."""
+    """The payload as the pipeline sends it; None leaves it to the pipeline (and its rejects)."""
     try:
         return encode_json(contact.payload, finite=True)
     except (TypeError, ValueError, UnicodeEncodeError):
@@ -304,6 +303,9 @@ class ContactSink(BatchSink):
             [(staged[0], staged[2]) for staged in contacts.values()],
             {key: staged[4] for key, staged in contacts.items()},
         )
+        # Most of this batch sent: likely a first load, whose next payloads are worth encoding
+        # at mapping time; a re-run skips nearly every contact, and would encode them for nothing.
+        self._encode_payloads_early = 2 * len(send) >= len(contacts)
         if unchanged:
             target.summary.add_unchanged(len(unchanged))
             if not target.dry_run:
@@ -329,9 +331,6 @@ class ContactSink(BatchSink):
             ticket,
             [contacts[item.contact.key][3] for item in send],
         )
-        # A batch that sent most of its contacts will likely be followed by such batches (a
-        # first load): encode the next payloads early. A re-run skips nearly all: leave it.
-        self._encode_payloads_early = 2 * len(send) >= len(contacts)
 
     def _count_records(self) -> None:
         if self._uncounted:

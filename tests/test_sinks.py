@@ -49,6 +49,7 @@ class StandInPipeline:
         self.target = target
         self.reject = reject
         self.batches: list[tuple[int, list[MappedContact], Any]] = []
+        self.encoded: list[list[bytes | None] | None] = []  # per submit, as the sink passed it
         self.seq = 0
         self.done_through = 0
 
@@ -59,6 +60,7 @@ class StandInPipeline:
             assert len(encoded) == len(contacts)
             for contact, payload in zip(contacts, encoded, strict=True):
                 assert payload is None or payload == encode_json(contact.payload, finite=True)
+        self.encoded.append(encoded)
         self.seq += 1
         self.batches.append((self.seq, contacts, ticket))
 
@@ -218,6 +220,26 @@ def test_duplicates_within_a_batch_latest_wins(make_target: Callable) -> None:
     assert target.summary.duplicates_merged == 1
     assert target.summary.accepted == 2
     assert target.summary.unaccounted == 0
+
+
+def test_payloads_are_encoded_at_mapping_time_while_batches_send_most(
+    make_target: Callable,
+) -> None:
+    first, pipeline = make_target()
+    feed(first, [SCHEMA, *(record(n) for n in range(1, 5))])
+    end(first)
+    assert [[p is not None for p in batch or []] for batch in pipeline.encoded] == [[True] * 2] * 2
+    # The re-run: its first batch is unchanged, so the next batch's payloads are left to the
+    # pipeline; that batch sends one of its two, so encoding at mapping time resumes.
+    again, pipeline = make_target()
+    feed(again, [SCHEMA, record(1), record(2), record(3), record(5), record(6), record(7)])
+    end(again)
+    assert [[p is not None for p in batch or []] for batch in pipeline.encoded] == [
+        [False],  # user5 (user3 unchanged)
+        [True, True],  # user6, user7
+    ]
+    assert again.summary.unchanged == 3
+    assert again.summary.accepted == 3
 
 
 def test_a_batch_is_full_at_max_size_contacts_not_records(make_target: Callable) -> None:
