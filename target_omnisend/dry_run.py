@@ -93,12 +93,9 @@ class DryRunWriter:
         contacts: Sequence[MappedContact],
         encoded: Sequence[bytes | None] | None = None,
     ) -> None:
-        """Queue a batch's lines for the file (blocks only while the writer is far behind).
+        """Queue a batch's lines (`encode_payload_lines`) for the file.
 
-        Args:
-            stream: The stream the contacts came from.
-            contacts: The batch's contacts.
-            encoded: Their lines from `encode_payload_line`, if the caller has them.
+        Blocks only while the writer is far behind.
 
         Raises:
             DryRunFileError: The file cannot be created, or an earlier write failed.
