@@ -229,11 +229,11 @@ class BatchPipeline:
             chunks, too_large = self._chunks(list(contacts), encoded)
             if too_large:
                 self._account(seq, ticket, BatchResult([], too_large))
-            for chunk_contacts, encoded in chunks:
+            for chunk_contacts, chunk_encoded in chunks:
                 self._wait_for_slot()
                 with self._lock:
                     self._open[seq] += 1
-                    self._ready.append(_Batch(seq, ticket, chunk_contacts, encoded))
+                    self._ready.append(_Batch(seq, ticket, chunk_contacts, chunk_encoded))
         except BaseException:
             with self._lock:
                 self._broken.add(seq)

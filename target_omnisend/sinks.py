@@ -59,7 +59,7 @@ _SDC_COLUMNS = frozenset(
 # its segments, what the batch writes for it (the dry-run line, or the payload's JSON; None:
 # written later) and its fingerprint (None without a sync store). The last two are encoded right
 # after mapping, while the payload is still in the CPU's caches: a batch later, the same work
-# costs about half as much again.
+# costs 1.5-2 times as much.
 _Staged = tuple[
     MappedContact, "Mapping[str, Any] | None", list[SegmentRef], "bytes | None", "str | None"
 ]

@@ -261,7 +261,7 @@ class SegmentSync:
         """The contact's fingerprint for `select` (None without a store: nothing to compare).
 
         Sinks take it right after mapping, while the payload is still in the CPU's caches: the
-        same hash a batch later costs about twice as much.
+        same hash a batch later costs 1.5-2 times as much.
         """
         if self.store is None:
             return None
