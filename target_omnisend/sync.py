@@ -287,7 +287,7 @@ class SegmentSync:
             given = known_prints or {}
             prints = {
                 contact.key: given.get(contact.key)
-                or fingerprint(contact.payload, contact.tags, exclude_tags=segment_tags(refs))
+                or self.fingerprint_of(contact, segment_tags(refs))
                 for contact, refs in entries
             }
             reasons = self.store.classify(
