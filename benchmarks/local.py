@@ -6,8 +6,9 @@ the target's own CPU and memory are measured.
 2. Throughput: records/s of `target-omnisend` (validation on) and of a no-op singer-sdk target
    (``validate_records: false``) reading the same file, each a child process timed from start to
    exit (interpreter start-up included). Best of ``repeats`` runs each. Goal: ratio >= 1.0.
-3. Memory: peak RSS of the dry-run target at two or more sizes. Goal: the largest size needs
-   <= 1.1x the RSS of the 100k size and <= 200 MB.
+3. Memory: peak RSS of the dry-run target at two or more sizes, its mapping worker included
+   (the sum of both processes' peaks). Goal: the largest size needs <= 1.1x the RSS of the 100k
+   size and <= 200 MB.
 
 Usage::
 
@@ -70,9 +71,17 @@ def run_target_dry(records: int, workdir: Path, name: str) -> dict[str, Any]:
     summary = bench_lib.read_summary(run.stderr_path) or {}
     for leftover in (f"{name}.payloads.jsonl", f"{name}.rejects.jsonl"):
         (workdir / leftover).unlink(missing_ok=True)
-    return _measures(records, run) | {
+    measures = _measures(records, run)
+    # The mapping worker is a process of its own: memory counts both (the sum of their peaks).
+    parallel = summary.get("parallel_mapping") or {}
+    worker_mb = float(parallel.get("worker_peak_rss_mb") or 0.0)
+    return measures | {
         "records_read": summary.get("records_read"),
         "rejected": summary.get("rejected"),
+        "mapped_in_worker": parallel.get("in_worker", 0),
+        "mapped_in_main": parallel.get("in_main", 0),
+        "worker_peak_rss_mb": worker_mb,
+        "peak_rss_with_worker_mb": round(measures["peak_rss_mb"] + worker_mb, 1),
     }
 
 
@@ -125,11 +134,12 @@ def memory(sizes: list[int], workdir: Path) -> dict[str, Any]:
     runs = {size: run_target_dry(size, workdir, f"memory-{size}") for size in sorted(sizes)}
     largest = max(sizes)
     reference = MEMORY_REFERENCE_SIZE if MEMORY_REFERENCE_SIZE in runs else min(sizes)
-    largest_mb = runs[largest]["peak_rss_mb"]
-    ratio = largest_mb / runs[reference]["peak_rss_mb"]
+    largest_mb = runs[largest]["peak_rss_with_worker_mb"]
+    ratio = largest_mb / runs[reference]["peak_rss_with_worker_mb"]
     within = largest_mb <= MEMORY_GOAL_MB and (largest == reference or ratio <= MEMORY_GOAL_RATIO)
     return {
-        "peak_rss_mb": {str(size): run["peak_rss_mb"] for size, run in runs.items()},
+        # main process + mapping worker
+        "peak_rss_mb": {str(size): run["peak_rss_with_worker_mb"] for size, run in runs.items()},
         "runs": {str(size): run for size, run in runs.items()},
         "largest": largest,
         "reference": reference,

@@ -33,7 +33,13 @@ from target_omnisend.client import (
     encode_json,
 )
 
-__all__ = ["BatchPipeline", "BatchResult", "Rejection", "UnaccountedBatchError"]
+__all__ = [
+    "BatchPipeline",
+    "BatchResult",
+    "Rejection",
+    "UnaccountedBatchError",
+    "encode_payload",
+]
 
 POLL_SHARE = 0.04  # polls stay at or below this share of requests at the configured rate
 MIN_POLL_GAP = 0.2
@@ -42,6 +48,14 @@ DEFAULT_MAX_RESUBMITS = 5
 RETRYABLE_ITEM_CODES = frozenset({0, 408, 429, 500, 502, 503, 504, 520, 522, 524})
 TOO_LARGE = "The contact's payload is larger than Omnisend's 1 MB request limit."
 NOT_UTF8 = "The contact holds text that is not valid UTF-8 (undecodable input bytes)."
+
+
+def encode_payload(contact: Any) -> bytes | None:
+    """The payload as the pipeline sends it; None leaves it to the pipeline (and its rejects)."""
+    try:
+        return encode_json(contact.payload, finite=True)
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return None
 
 
 class UnaccountedBatchError(FatalApiError):

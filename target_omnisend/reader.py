@@ -19,10 +19,30 @@ import msgspec
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-__all__ = ["JSON_DECODER", "SingerLineReader"]
+__all__ = ["JSON_DECODER", "SingerLineReader", "decode_line"]
 
 # Floats as Decimal, as the SDK's own readers do (exact numbers for the validator and mapping).
 JSON_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+
+
+def decode_line(line: bytes | bytearray | str) -> t.Any:
+    """Decode one JSON line; bytes that are not UTF-8 become lone surrogates.
+
+    Raises:
+        ValueError: The line is not JSON.
+    """
+    try:
+        return JSON_DECODER.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        pass
+    if isinstance(line, (bytes, bytearray)):
+        try:
+            bytes(line).decode("utf-8")
+        except UnicodeDecodeError:
+            text = bytes(line).decode("utf-8", errors="surrogateescape")
+            # msgspec refuses surrogates: the standard library parses this rare line
+            return json.loads(text, parse_float=decimal.Decimal)
+    raise ValueError("not JSON")
 
 
 class SingerLineReader(GenericSingerReader[t.Any]):
@@ -32,6 +52,8 @@ class SingerLineReader(GenericSingerReader[t.Any]):
         """Start counting at line 0."""
         super().__init__()
         self.line_number = 0
+        # Takes RECORD lines off the loop to map them in a second process (`MappingWorker`)
+        self.router: t.Any = None
 
     @property
     def default_input(self) -> t.IO[t.Any]:
@@ -46,13 +68,22 @@ class SingerLineReader(GenericSingerReader[t.Any]):
         """The SDK's loop (decode, check, dispatch, count) with RECORD lines on the short path.
 
         Records are nearly every line, so their dispatch skips the generic lookups; any other
-        line goes through `deserialize_json` and the callbacks exactly as in the SDK.
+        line goes through `deserialize_json` and the callbacks exactly as in the SDK. With a
+        `router`, the RECORD lines it takes are mapped in its worker, and every line it does not
+        take waits until the lines before it were handled (`barrier`).
         """
         stats: Counter[str] = Counter()
         records = 0
         on_record = callbacks.get("RECORD")
         decode = JSON_DECODER.decode
+        router = self.router
         for line in file_input or self.default_input:
+            if router is not None:
+                if router.take(line):
+                    self.line_number += 1
+                    records += 1
+                    continue
+                router.barrier()
             try:
                 message = decode(line)
             except (msgspec.DecodeError, UnicodeDecodeError):
@@ -70,6 +101,8 @@ class SingerLineReader(GenericSingerReader[t.Any]):
             else:
                 self._process_unknown_message(message)
             stats[record_type] += 1
+        if router is not None:
+            router.barrier()
         if records:
             stats["RECORD"] += records
         return stats
@@ -82,25 +115,12 @@ class SingerLineReader(GenericSingerReader[t.Any]):
         """
         self.line_number += 1
         try:
-            message = JSON_DECODER.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            message = self._decode_non_utf8(line)
+            message = decode_line(line)
+        except ValueError:  # json's JSONDecodeError too
+            raise InvalidInputLine(self._describe("is not valid JSON")) from None
         if not isinstance(message, dict):
             raise InvalidInputLine(self._describe("is not a JSON object"))
         return message
-
-    def _decode_non_utf8(self, line: t.Any) -> t.Any:
-        """A line with bytes that are not UTF-8 keeps them as lone surrogates; else it is bad."""
-        if isinstance(line, (bytes, bytearray)):
-            try:
-                bytes(line).decode("utf-8")
-            except UnicodeDecodeError:
-                text = bytes(line).decode("utf-8", errors="surrogateescape")
-                try:  # msgspec refuses surrogates: the standard library parses this rare line
-                    return json.loads(text, parse_float=decimal.Decimal)
-                except ValueError:
-                    pass
-        raise InvalidInputLine(self._describe("is not valid JSON")) from None
 
     def _describe(self, problem: str) -> str:
         return (

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_EXIT_RATIO",
     "DEFAULT_SEGMENT_TAG",
     "EXIT_MODES",
+    "SDC_COLUMNS",
     "DryRunReport",
     "ExitActions",
     "ExitDecision",
@@ -52,6 +53,18 @@ DEFAULT_SEGMENT_TAG = "segment: {segment}"
 DEFAULT_MAX_EXIT_RATIO = 0.2
 EXIT_MODES = ("keep", "remove_tag", "unsubscribe")
 DELETED_AT_FIELD = "_sdc_deleted_at"
+# The columns `Sink._remove_sdc_metadata_from_record` drops (singer-sdk 0.54).
+SDC_COLUMNS = frozenset(
+    {
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    }
+)
 _TEMPLATE_FIELDS = frozenset({"stream", "segment"})
 
 

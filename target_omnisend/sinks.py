@@ -18,12 +18,17 @@ import msgspec
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
-from target_omnisend.client import encode_json
 from target_omnisend.dry_run import encode_payload_line
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
-from target_omnisend.pipeline import NOT_UTF8
-from target_omnisend.reader import JSON_DECODER
-from target_omnisend.segments import DELETED_AT_FIELD, InvalidSegmentValue, is_deleted_record
+from target_omnisend.mapping_worker import EncodedPayload, Outcome
+from target_omnisend.pipeline import NOT_UTF8, encode_payload
+from target_omnisend.reader import JSON_DECODER, decode_line
+from target_omnisend.segments import (
+    DELETED_AT_FIELD,
+    SDC_COLUMNS,
+    InvalidSegmentValue,
+    is_deleted_record,
+)
 from target_omnisend.summary import mask_email, mask_phone
 from target_omnisend.sync import SegmentRef, segment_tags
 from target_omnisend.validation import FastJSONSchemaValidator
@@ -41,18 +46,6 @@ SCHEMA_MISMATCH = "schema_mismatch"  # REJECT_CODES in mapping.py
 API_REJECTED = "api_rejected"
 INVALID_SEGMENT = "invalid_segment"
 INVALID_ENCODING = "invalid_encoding"
-# The columns `Sink._remove_sdc_metadata_from_record` drops (singer-sdk 0.54).
-_SDC_COLUMNS = frozenset(
-    {
-        "_sdc_extracted_at",
-        "_sdc_received_at",
-        "_sdc_batched_at",
-        "_sdc_deleted_at",
-        "_sdc_sequence",
-        "_sdc_table_version",
-        "_sdc_sync_started_at",
-    }
-)
 
 
 # A staged contact: the mapped contact, its source record (None in a dry run: not needed again),
@@ -70,11 +63,20 @@ _Staged = tuple[
 _RECORD_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
-def pack_record(record: Mapping[str, Any]) -> bytes | Mapping[str, Any]:
+class RecordLine(bytes):
+    """A RECORD message's input line, kept as the record (the mapping worker mapped it)."""
+
+    __slots__ = ()
+
+
+def pack_record(record: Mapping[str, Any] | RecordLine) -> bytes | Mapping[str, Any]:
     """A source record kept for a possible reject (see `unpack_record`).
 
-    A record msgspec cannot write back exactly (lone surrogates, odd types, NaN) stays a dict.
+    A record msgspec cannot write back exactly (lone surrogates, odd types, NaN) stays a dict;
+    an input line stays as it is.
     """
+    if type(record) is RecordLine:
+        return record
     try:
         packed = _RECORD_ENCODER.encode(record)
     except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
@@ -82,16 +84,10 @@ def pack_record(record: Mapping[str, Any]) -> bytes | Mapping[str, Any]:
     return record if b"NaN" in packed or b"Infinity" in packed else packed
 
 
-def _encode_payload(contact: MappedContact) -> bytes | None:
-    """The payload as the pipeline sends it; None leaves it to the pipeline (and its rejects)."""
-    try:
-        return encode_json(contact.payload, finite=True)
-    except (TypeError, ValueError, UnicodeEncodeError):
-        return None
-
-
 def unpack_record(packed: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     """The record `pack_record` kept."""
+    if type(packed) is RecordLine:
+        return decode_line(packed)["record"]
     return JSON_DECODER.decode(packed) if isinstance(packed, bytes) else packed
 
 
@@ -143,6 +139,16 @@ class ContactSink(BatchSink):
         self._encode_payloads_early = True  # see process_batch
         self._log_plan()
         self._lock = threading.Lock()
+
+    @property
+    def segment_tags(self) -> tuple[str, ...]:
+        """The stream's segment tags (none with segment_field: each record names its own)."""
+        return self._stream_refs[1]
+
+    @property
+    def validates(self) -> bool:
+        """True when records are validated against the stream's schema."""
+        return self._validator is not None
 
     def _log_plan(self) -> None:
         matched = ", ".join(f"{name} ← {path}" for name, path in self.plan.matched.items())
@@ -249,27 +255,62 @@ class ContactSink(BatchSink):
         if deleted:  # an exit of this contact from these segments, not an upsert
             summary.add_deletions(1)
             return
+        self._stage(context, result, record, refs, tags)
+
+    def take_mapped(self, context: dict, line: bytes | str, outcome: Outcome) -> None:
+        """Stage a record the mapping worker validated and mapped (`mapping_worker`)."""
+        self._target.summary.add_read()
+        self._uncounted += 1
+        key, email, phone, tags, payload, dry_run_line, print_ = outcome
+        if payload is not None:
+            contact = MappedContact(key, email, phone, EncodedPayload(payload), tags)
+        else:
+            contact = MappedContact(
+                key, email, phone, EncodedPayload(dry_run_line, in_line=True), tags
+            )
+        refs, stream_tags = self._stream_refs
+        self._sync.saw(self.stream_name, refs, key)
+        early = (dry_run_line if self._dry_run else payload, print_)
+        self._stage(context, contact, RecordLine(line), refs, stream_tags, early)
+
+    def _stage(
+        self,
+        context: dict,
+        result: MappedContact,
+        record: Mapping[str, Any] | RecordLine,
+        refs: list[SegmentRef],
+        tags: tuple[str, ...],
+        early: tuple[bytes | None, str | None] | None = None,
+    ) -> None:
+        """Keep a mapped contact in the batch; a later record of the same contact replaces it.
+
+        `early` holds what the mapping worker already encoded and hashed for it.
+        """
         contacts: dict[str, _Staged] = context.setdefault(_CONTACTS, {})
         previous = contacts.get(result.key)
         if previous is not None:
             if not set(previous[2]) <= set(refs):  # keep the earlier record's segments too
                 refs = list(dict.fromkeys([*previous[2], *refs]))
                 tags = segment_tags(refs)
+                record = unpack_record(record)
                 remapped = self.plan.map(record, tags)
                 if isinstance(remapped, Reject):  # the earlier record stays and is sent
                     self.reject(record, remapped.code, remapped.message)
                     return
-                result = remapped
+                result, early = remapped, None
             del contacts[result.key]  # the latest record goes last, as if it came alone
             self.tally_duplicate_merged()
-            summary.add_duplicates_merged(1)
-        print_ = sync.fingerprint_of(result, tags)  # tags: the segment tags of `refs`
-        if self._dry_run:  # the record is not needed again
-            line = encode_payload_line(self.stream_name, result)
-            contacts[result.key] = (result, None, refs, line, print_)
+            self._target.summary.add_duplicates_merged(1)
+        if early is not None:
+            encoded, print_ = early
         else:
-            payload = _encode_payload(result) if self._encode_payloads_early else None
-            contacts[result.key] = (result, record, refs, payload, print_)
+            print_ = self._sync.fingerprint_of(result, tags)  # tags: the segment tags of `refs`
+            if self._dry_run:
+                encoded = encode_payload_line(self.stream_name, result)
+            else:
+                encoded = encode_payload(result) if self._encode_payloads_early else None
+        # A dry run does not need the record again
+        contacts[result.key] = (result, None if self._dry_run else record, refs, encoded, print_)
         self.staged_contacts = len(contacts)
 
     @property
@@ -279,7 +320,7 @@ class ContactSink(BatchSink):
 
     def _remove_sdc_metadata_from_record(self, record: dict) -> None:
         """Drop the SDK's metadata columns, but keep `_sdc_deleted_at`: it marks an exit."""
-        if record.keys().isdisjoint(_SDC_COLUMNS):  # nearly every record: nothing to drop
+        if record.keys().isdisjoint(SDC_COLUMNS):  # nearly every record: nothing to drop
             return
         deleted_at = record.get(DELETED_AT_FIELD)
         super()._remove_sdc_metadata_from_record(record)

@@ -45,7 +45,8 @@ from target_omnisend.mapping import (
     MappingConfigError,
     compile_plan,
 )
-from target_omnisend.reader import SingerLineReader
+from target_omnisend.mapping_worker import MappingWorker, Outcome, StreamSpec, usable_cpus
+from target_omnisend.reader import SingerLineReader, decode_line
 from target_omnisend.rejects import RejectWriter, dumps
 from target_omnisend.segments import DEFAULT_MAX_EXIT_RATIO, DEFAULT_SEGMENT_TAG, EXIT_MODES
 from target_omnisend.sinks import ContactSink
@@ -221,6 +222,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "parallel_mapping",
+        th.BooleanType,
+        default=True,
+        description=(
+            "On a machine with more than one CPU, decode, validate and map records in a second "
+            "process (from the 2,000th record of a run on), in input order; off: all in one."
+        ),
+    ),
+    th.Property(
         "max_records",
         th.IntegerType(minimum=1),
         description=(
@@ -358,6 +368,7 @@ class TargetOmnisend(Target):
         self._records_taken = 0
         self._ended_normally = False
         self._lean_sinks: dict[Any, ContactSink] = {}
+        self._mapping_worker: MappingWorker | None = None
         self._max_record_age_seconds = self._MAX_RECORD_AGE_IN_MINUTES * 60
 
     # -- settings -----------------------------------------------------------------------------
@@ -590,12 +601,30 @@ class TargetOmnisend(Target):
             else:
                 super()._process_record_message(message_dict)
                 self._remember_lean_sink(stream)
-            if self._pipeline is not None:
-                self._pipeline.pump()
-                self._flush_state_if_ready()
-            self.summary.maybe_log_progress()
+            self._after_record()
         finally:
             self._leave_busy()
+
+    def _take_mapped_line(self, sink: ContactSink, line: bytes, outcome: Outcome | None) -> None:
+        """A RECORD line back from the mapping worker, in input order (see `mapping_worker`)."""
+        if outcome is None:  # not mapped there (invalid, a reject, a deletion...): as usual
+            self._process_record_message(decode_line(line))
+            return
+        self._busy += 1
+        try:
+            sink.tally_record_read()
+            sink.take_mapped(sink._get_context({}), line, outcome)
+            sink.record_counter_metric.increment()
+            self._drain_if_full(sink)
+            self._after_record()
+        finally:
+            self._leave_busy()
+
+    def _after_record(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.pump()
+            self._flush_state_if_ready()
+        self.summary.maybe_log_progress()
 
     def _take_record(self) -> bool:
         """Count a record against max_records; False once the trial has enough."""
@@ -626,6 +655,9 @@ class TargetOmnisend(Target):
         sink.tally_record_read()
         sink.process_record(record, context)
         sink.record_counter_metric.increment()
+        self._drain_if_full(sink)
+
+    def _drain_if_full(self, sink: ContactSink) -> None:
         if sink.staged_contacts >= sink.drain_size:  # sink.is_full without the property call
             self.logger.info(
                 "Target sink for '%s' is full. Current size is '%s'. Draining...",
@@ -654,12 +686,35 @@ class TargetOmnisend(Target):
         )
         if lean:
             self._lean_sinks[stream] = sink
+            self._map_in_worker(stream, sink)  # type: ignore[arg-type]
         else:
             self._lean_sinks.pop(stream, None)
+
+    def _map_in_worker(self, stream: str, sink: ContactSink) -> None:
+        """Let the mapping worker map this stream (not when each record names its segments)."""
+        worker = self._mapping_worker
+        if worker is None or self.sync.settings.segment_field is not None:
+            return
+        worker.register(
+            sink,
+            StreamSpec(
+                stream=stream,
+                schema=sink.schema,
+                mapping_config=self.mapping_config,
+                key_properties=tuple(sink.key_properties or ()),
+                tags=sink.segment_tags,
+                validate=sink.validates,
+                validate_formats=bool(sink.validate_field_string_format),
+                fingerprints=self.sync.store is not None,
+                dry_run=self.dry_run,
+            ),
+        )
 
     def _process_schema_message(self, message_dict: dict) -> None:
         with self._busy_section():
             self._lean_sinks.pop(message_dict.get("stream"), None)  # the SDK may replace the sink
+            if self._mapping_worker is not None:
+                self._mapping_worker.unregister(message_dict.get("stream"))
             super()._process_schema_message(message_dict)
 
     def _process_state_message(self, message_dict: dict) -> None:
@@ -686,7 +741,40 @@ class TargetOmnisend(Target):
         """
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        super().listen(file_input)
+        if self._parallel_mapping():
+            self._mapping_worker = MappingWorker(self._take_mapped_line)
+            self.message_reader.router = self._mapping_worker
+        try:
+            super().listen(file_input)
+        finally:
+            self._stop_mapping_worker()
+
+    def _parallel_mapping(self) -> bool:
+        """A second process maps records: allowed, a CPU for it, and no max_records trial."""
+        return (
+            self.config.get("parallel_mapping", True) is not False
+            and self.max_records is None
+            and usable_cpus() > 1
+            and isinstance(self.message_reader, SingerLineReader)
+        )
+
+    def _stop_mapping_worker(self) -> None:
+        worker, self._mapping_worker = self._mapping_worker, None
+        if worker is None:
+            return
+        self.message_reader.router = None
+        worker.close()
+        if worker.stopped_reason is not None:
+            self.logger.warning("%s: records were mapped in this process.", worker.stopped_reason)
+        if worker.lines_in_worker or worker.lines_in_main:
+            self.summary.add_section(
+                "parallel_mapping",
+                {
+                    "in_worker": worker.lines_in_worker,
+                    "in_main": worker.lines_in_main,
+                    "worker_peak_rss_mb": round(worker.worker_peak_rss_kib / 1024, 1),
+                },
+            )
 
     def process_endofpipe(self) -> None:
         """Drain every sink, wait for every batch, account for every record, then write STATE."""
@@ -694,6 +782,7 @@ class TargetOmnisend(Target):
         self._finishing = True
         self._ended_normally = True
         try:
+            self._stop_mapping_worker()  # the reader handed back every line it took
             super().process_endofpipe()
             self._finish()
         finally:

@@ -411,7 +411,7 @@ def test_the_sdc_columns_skipped_early_are_all_the_sdk_strips() -> None:
 
     from singer_sdk.sinks.core import Sink
 
-    from target_omnisend.sinks import _SDC_COLUMNS
+    from target_omnisend.segments import SDC_COLUMNS as _SDC_COLUMNS
 
     source = inspect.getsource(Sink._remove_sdc_metadata_from_record)
     named = set(re.findall(r"[\"'](_sdc_\w+)[\"']", source))
