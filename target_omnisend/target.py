@@ -608,7 +608,11 @@ class TargetOmnisend(Target):
     def _take_mapped_line(self, sink: ContactSink, line: bytes, outcome: Outcome | None) -> None:
         """A RECORD line back from the mapping worker, in input order (see `mapping_worker`)."""
         if outcome is None:  # not mapped there (invalid, a reject, a deletion...): as usual
-            self._process_record_message(decode_line(line))
+            try:
+                message = decode_line(line)
+            except ValueError:  # the envelope was JSON, so the whole line is: never seen
+                raise InvalidInputLine("A RECORD line is not valid JSON.") from None
+            self._process_record_message(message)
             return
         self._busy += 1
         try:
