@@ -74,6 +74,18 @@ _MSGPACK = msgspec.msgpack.Encoder()
 _OUTCOMES = msgspec.msgpack.Decoder(list[Outcome | None])
 
 
+def _peak_rss_kib(pid: int) -> int | None:
+    """A live process's own peak RSS (`VmHWM`, Linux), None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity, where the platform says)."""
     try:
@@ -353,6 +365,7 @@ class MappingWorker:
         self._lines, self._line_sinks = [], []
         if process is None:
             return
+        self.worker_peak_rss_kib = _peak_rss_kib(process.pid) or 0
         self._process = None
         self._outbox.put(None)  # the feeding thread closes the worker's input: it ends
         self._reap(process)
@@ -473,7 +486,8 @@ class MappingWorker:
             except ChildProcessError:
                 break
             if pid:
-                self.worker_peak_rss_kib = usage.ru_maxrss  # KiB on Linux
+                # ru_maxrss may carry the parent's high-water mark: /proc's own figure first
+                self.worker_peak_rss_kib = self.worker_peak_rss_kib or usage.ru_maxrss
                 process.returncode = os.waitstatus_to_exitcode(status)
                 return process.returncode
             if time.monotonic() > deadline:

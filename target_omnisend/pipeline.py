@@ -400,16 +400,20 @@ class BatchPipeline:
 
         Waiting for a free slot, poll once the oldest quarter of the window is expected done
         (one poll then frees several slots); waiting for everything (`final`), once the newest
-        batch is expected done. Never sooner than `idle_gap` after the previous poll.
+        batch is expected done. Never sooner than `idle_gap` after the previous poll, nor than
+        `busy_gap` once polls have used their share of the requests (Omnisend processing more
+        slowly than the target submits keeps the window full: polls would otherwise come as
+        often as a few slots free up).
         """
         if not self._outstanding:
             return self._clock()
         submitted = sorted(b.submitted_at for b in self._outstanding.values())
+        gap = self.idle_gap if self._poll_budget_left() else self.busy_gap
         if final:
             reference = submitted[-1]
         else:
             reference = submitted[min(len(submitted) - 1, max(0, self.max_in_flight // 4 - 1))]
-        return max(reference + self._latency, self._last_poll + self.idle_gap)
+        return max(reference + self._latency, self._last_poll + gap)
 
     def _poll_budget_left(self) -> bool:
         """Whether a poll now keeps polls within POLL_SHARE of the requests made so far."""
@@ -497,6 +501,7 @@ class BatchPipeline:
         now = self._clock()
         waited = bool(paced and paced() > paced_before)
         youngest_done = math.inf  # the tightest bound this poll gives on the latency
+        oldest_pending = 0.0  # and a lower bound: batches are processed in order
         for batch_id in ids:
             status = statuses.get(batch_id)
             with self._lock:
@@ -506,7 +511,10 @@ class BatchPipeline:
             if status is not None and status.done:
                 youngest_done = min(youngest_done, now - batch.submitted_at)
                 self._resolve(batch, status)
-            elif now - batch.submitted_at > self.max_batch_age:
+                continue
+            if status is not None:
+                oldest_pending = max(oldest_pending, now - batch.submitted_at)
+            if now - batch.submitted_at > self.max_batch_age:
                 self._fail(
                     batch,
                     f"batch {batch_id} was still {status.status if status else 'unreported'} "
@@ -517,9 +525,16 @@ class BatchPipeline:
             # window) sees many batches late at once and must not drag the estimate up with
             # each of them, or every later poll would come as late.
             self._learn_latency(youngest_done, may_grow=not waited)
+        # Still processing at this age: the estimate is at least that (unless a younger batch
+        # already finished: one slow batch must not make every later poll late).
+        self._raise_latency_to(min(oldest_pending, youngest_done))
         with self._lock:
             self._schedule()
             self._progress.notify_all()
+
+    def _raise_latency_to(self, lower_bound: float) -> None:
+        with self._lock:
+            self._latency = max(self._latency, min(lower_bound, self.max_batch_age))
 
     def _learn_latency(self, observed: float, may_grow: bool = True) -> None:
         """Track how long batches take from upper bounds (submit → seen finished): lean low."""

@@ -18,6 +18,7 @@ from target_omnisend.mapping import MappedContact
 from target_omnisend.pacer import SlidingWindowPacer
 from target_omnisend.pipeline import (
     NOT_UTF8,
+    POLL_SHARE,
     BatchPipeline,
     BatchResult,
     UnaccountedBatchError,
@@ -586,6 +587,29 @@ def test_a_full_pipeline_frees_several_slots_per_poll() -> None:
     pipeline.wait_all()
     assert pipeline.completed_through(320)
     assert len(client.poll_times) <= 320 / 4
+
+
+def test_a_batch_still_pending_raises_the_latency_estimate_to_its_age() -> None:
+    pipeline, client = fake_pipeline(latency=10.0)
+    pipeline.submit(contacts(1, "p-"), 1)
+    client.clock.sleep(6.0)
+    pipeline._poll_once()
+    assert pipeline._latency >= 6.0  # not done at 6 s: the next poll is not due before 6 s
+    pipeline.wait_all()
+    assert pipeline.completed_through(1)
+
+
+def test_a_window_kept_full_by_slow_batches_polls_at_most_once_per_busy_gap() -> None:
+    # Batches take 8 s and only 32 may be in flight: the target waits for slots most of the
+    # time. Beyond the polling budget, a slot wait polls once per busy_gap at most, rather than
+    # each time a few slots could have freed up.
+    pipeline, client = fake_pipeline(latency=8.0, max_in_flight=32)
+    for wave in range(640):
+        pipeline.submit(contacts(1, f"s{wave}-"), wave)
+    pipeline.wait_all()
+    assert pipeline.completed_through(640)
+    budget = POLL_SHARE * client.stats.requests + 1
+    assert len(client.poll_times) <= budget + client.clock.now / pipeline.busy_gap + 2
 
 
 class WindowFullClient(FakeClient):
