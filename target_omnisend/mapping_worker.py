@@ -2,12 +2,13 @@
 
 On a machine with more than one CPU, the target's main process reads each RECORD line's
 envelope (`type` and `stream`: a fraction of a full decode) and sends the raw lines, in chunks,
-to one worker process. The worker does what costs most per record (decode, validate, map,
-encode the payload or dry-run line, fingerprint) and returns one outcome per line, in order; the
-main process stages them exactly where the serial path would have (de-duplication, batches,
-STATE, rejects stay there). Lines are processed in input order: any other message first waits
-for every outcome before it (a barrier), so SCHEMA, STATE and ACTIVATE_VERSION see the same
-records handled as they would without the worker.
+to one worker process, or maps a chunk itself when the worker already has enough to do. The
+mapping does what costs most per record (decode, validate, map, encode the payload or dry-run
+line, fingerprint) and gives one outcome per line, in order; the main process stages them
+exactly where the serial path would have (de-duplication, batches, STATE, rejects stay there).
+Lines are processed in input order: any other message first waits for every outcome before it
+(a barrier), so SCHEMA, STATE and ACTIVATE_VERSION see the same records handled as they would
+without the worker.
 
 The worker only maps the common case: a valid record that becomes a contact. Every other line
 (an invalid record, a reject, a deletion, `_sdc` columns, a line it cannot decode) comes back as
@@ -19,6 +20,7 @@ process and the run continues serially.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import queue
@@ -55,11 +57,13 @@ __all__ = [
 # Lines per chunk: large enough that the two pipe transfers and the wake-ups cost little per
 # line, small enough that a barrier (STATE, end of input) waits briefly for the worker.
 CHUNK_LINES = 500
-# Chunks handed to the worker and not yet taken back: one being mapped, one waiting, so the
-# worker never idles while the main process stages the previous chunk.
+# Chunks handed to the worker and not yet taken back: one being mapped and some waiting, so
+# the worker never idles while the main process stages or maps other chunks.
 CHUNKS_AHEAD = 4
 # Chunks mapped and not yet delivered, at most (memory stays flat whichever side is faster).
 MAX_CHUNKS_WAITING = 8
+# Bytes a pipe to or from the worker holds (Linux's default limit for unprivileged processes).
+PIPE_BYTES = 1 << 20
 # Records of a run handled in the main process before the worker starts: short runs (tests,
 # trials) never pay for starting a second interpreter.
 WARMUP_RECORDS = 2000
@@ -84,6 +88,13 @@ def _peak_rss_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _widen(pipe: Any) -> None:
+    """Let a pipe hold a whole chunk (Linux): a thread moving a chunk through the default
+    64 KiB waits for the GIL after every piece, up to the 5 ms switch interval each time."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def usable_cpus() -> int:
@@ -280,14 +291,14 @@ class MappingWorker:
     registered stream, or not started yet). Lines go in chunks to the worker while it has
     fewer than `CHUNKS_AHEAD` to do; when it is busier, the main process maps the chunk itself
     (the same `WorkerMapper`) rather than wait, so both CPUs stay busy whichever is faster.
-    Outcomes reach `deliver(sink, line, outcome)` in input order, None meaning "handle this
-    line as usual". `barrier()` delivers every outcome still due; the caller calls it before
-    any line it handles itself.
+    Outcomes reach `deliver(sinks, lines, outcomes)` a chunk at a time, in input order, an
+    outcome None meaning "handle this line as usual". `barrier()` delivers every outcome still
+    due; the caller calls it before any line it handles itself.
     """
 
     def __init__(
         self,
-        deliver: Callable[[Any, bytes, Outcome | None], None],
+        deliver: Callable[[Sequence[Any], Sequence[bytes], Sequence[Outcome | None]], None],
         warmup_records: int | None = None,
     ) -> None:
         """Nothing starts until `warmup_records` records of registered streams were offered."""
@@ -389,6 +400,8 @@ class MappingWorker:
             self.stopped_reason = f"the mapping worker could not start ({type(error).__name__})"
             return
         self._process = process
+        for pipe in (process.stdin, process.stdout):
+            _widen(pipe)
         # Threads move the bytes (the pipes' writes and reads release the GIL): a chunk is
         # larger than a pipe's buffer, and the main process must not wait while the worker
         # finishes the chunk before; nor may the two block each other on full pipes.
@@ -450,9 +463,7 @@ class MappingWorker:
                 self._receive(chunk)
             self._ahead.popleft()
             block = False
-            deliver = self._deliver
-            for sink, line, outcome in zip(chunk.sinks, chunk.lines, chunk.outcomes, strict=True):
-                deliver(sink, line, outcome)
+            self._deliver(chunk.sinks, chunk.lines, chunk.outcomes)
 
     def _receive(self, chunk: _Chunk) -> None:
         """The worker's outcomes for the oldest chunk it holds."""

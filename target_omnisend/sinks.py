@@ -257,21 +257,28 @@ class ContactSink(BatchSink):
             return
         self._stage(context, result, record, refs, tags)
 
-    def take_mapped(self, context: dict, line: bytes | str, outcome: Outcome) -> None:
-        """Stage a record the mapping worker validated and mapped (`mapping_worker`)."""
-        self._target.summary.add_read()
-        self._uncounted += 1
-        key, email, phone, tags, payload, dry_run_line, print_ = outcome
-        if payload is not None:
-            contact = MappedContact(key, email, phone, EncodedPayload(payload), tags)
-        else:
-            contact = MappedContact(
-                key, email, phone, EncodedPayload(dry_run_line, in_line=True), tags
-            )
+    def take_mapped(
+        self, lines: Sequence[bytes], outcomes: Sequence[Outcome], start: int, end: int
+    ) -> None:
+        """Stage records `start` to `end` (exclusive), which the mapping worker mapped."""
+        count = end - start
+        self.tally_record_read(count)
+        self._target.summary.add_read(count)
+        self._uncounted += count
+        context = self._get_context({})
         refs, stream_tags = self._stream_refs
-        self._sync.saw(self.stream_name, refs, key)
-        early = (dry_run_line if self._dry_run else payload, print_)
-        self._stage(context, contact, RecordLine(line), refs, stream_tags, early)
+        saw, stream, dry_run = self._sync.saw, self.stream_name, self._dry_run
+        for index in range(start, end):
+            key, email, phone, tags, payload, dry_run_line, print_ = outcomes[index]
+            if dry_run:
+                encoded = EncodedPayload(dry_run_line, in_line=True)  # type: ignore[arg-type]
+                early = (dry_run_line, print_)
+            else:
+                encoded = EncodedPayload(payload)  # type: ignore[arg-type]
+                early = (payload, print_)
+            saw(stream, refs, key)
+            contact = MappedContact(key, email, phone, encoded, tags)
+            self._stage(context, contact, RecordLine(lines[index]), refs, stream_tags, early)
 
     def _stage(
         self,

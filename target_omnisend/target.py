@@ -605,24 +605,44 @@ class TargetOmnisend(Target):
         finally:
             self._leave_busy()
 
-    def _take_mapped_line(self, sink: ContactSink, line: bytes, outcome: Outcome | None) -> None:
-        """A RECORD line back from the mapping worker, in input order (see `mapping_worker`)."""
-        if outcome is None:  # not mapped there (invalid, a reject, a deletion...): as usual
-            try:
-                message = decode_line(line)
-            except ValueError:  # the envelope was JSON, so the whole line is: never seen
-                raise InvalidInputLine("A RECORD line is not valid JSON.") from None
-            self._process_record_message(message)
-            return
+    def _take_mapped_lines(
+        self,
+        sinks: Sequence[ContactSink],
+        lines: Sequence[bytes],
+        outcomes: Sequence[Outcome | None],
+    ) -> None:
+        """A chunk of RECORD lines back from the mapping worker, in input order.
+
+        Consecutive contacts of one sink are staged together (up to the room left in its
+        batch); a line the worker did not map goes the usual way.
+        """
         self._busy += 1
         try:
-            sink.tally_record_read()
-            sink.take_mapped(sink._get_context({}), line, outcome)
-            sink.record_counter_metric.increment()
-            self._drain_if_full(sink)
+            index, count = 0, len(lines)
+            while index < count:
+                sink = sinks[index]
+                if outcomes[index] is None:  # invalid, a reject, a deletion...: as usual
+                    self._process_record_message(self._decode_taken(lines[index]))
+                    index += 1
+                    continue
+                end = index + 1
+                last = min(count, index + max(1, sink.drain_size - sink.staged_contacts))
+                while end < last and sinks[end] is sink and outcomes[end] is not None:
+                    end += 1
+                sink.take_mapped(lines, outcomes, index, end)  # type: ignore[arg-type]
+                sink.record_counter_metric.increment(end - index)
+                self._drain_if_full(sink)
+                index = end
             self._after_record()
         finally:
             self._leave_busy()
+
+    @staticmethod
+    def _decode_taken(line: bytes) -> dict:
+        try:
+            return decode_line(line)
+        except ValueError:  # the envelope was JSON, so the whole line is: never seen
+            raise InvalidInputLine("A RECORD line is not valid JSON.") from None
 
     def _after_record(self) -> None:
         if self._pipeline is not None:
@@ -746,7 +766,7 @@ class TargetOmnisend(Target):
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         if self._parallel_mapping():
-            self._mapping_worker = MappingWorker(self._take_mapped_line)
+            self._mapping_worker = MappingWorker(self._take_mapped_lines)
             self.message_reader.router = self._mapping_worker
         try:
             super().listen(file_input)

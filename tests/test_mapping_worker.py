@@ -148,13 +148,13 @@ def test_frames_round_trip_and_a_cut_frame_is_the_end() -> None:
 
 
 class Collector:
-    """The `deliver` callback: keeps every (sink, line, outcome) in order."""
+    """The `deliver` callback: keeps every (sink, line, outcome) of every chunk, in order."""
 
     def __init__(self) -> None:
         self.delivered: list[tuple[Any, bytes, Any]] = []
 
-    def __call__(self, sink: Any, line: bytes, outcome: Any) -> None:
-        self.delivered.append((sink, line, outcome))
+    def __call__(self, sinks: Any, lines: Any, outcomes: Any) -> None:
+        self.delivered.extend(zip(sinks, lines, outcomes, strict=True))
 
 
 def feed(worker: MappingWorker, lines: list[bytes]) -> list[bool]:
