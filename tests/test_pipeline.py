@@ -580,12 +580,17 @@ def test_the_final_wait_polls_when_the_newest_batch_is_expected_done() -> None:
     assert final_polls[-1] <= newest + 2.0 + pipeline.idle_gap + 0.5
 
 
+def submit_and_wait(pipeline: BatchPipeline, batches: int) -> None:
+    """Submit `batches` one-contact batches as fast as the slots allow; wait for them all."""
+    for wave in range(batches):
+        pipeline.submit(contacts(1, f"w{wave}-"), wave)
+    pipeline.wait_all()
+    assert pipeline.completed_through(batches)
+
+
 def test_a_full_pipeline_frees_several_slots_per_poll() -> None:
     pipeline, client = fake_pipeline(latency=4.0, max_in_flight=32)
-    for wave in range(320):
-        pipeline.submit(contacts(1, f"c{wave}-"), wave)
-    pipeline.wait_all()
-    assert pipeline.completed_through(320)
+    submit_and_wait(pipeline, 320)
     assert len(client.poll_times) <= 320 / 4
 
 
@@ -604,10 +609,7 @@ def test_a_window_kept_full_by_slow_batches_polls_at_most_once_per_busy_gap() ->
     # time. Beyond the polling budget, a slot wait polls once per busy_gap at most, rather than
     # each time a few slots could have freed up.
     pipeline, client = fake_pipeline(latency=8.0, max_in_flight=32)
-    for wave in range(640):
-        pipeline.submit(contacts(1, f"s{wave}-"), wave)
-    pipeline.wait_all()
-    assert pipeline.completed_through(640)
+    submit_and_wait(pipeline, 640)
     budget = POLL_SHARE * client.stats.requests + 1
     assert len(client.poll_times) <= budget + client.clock.now / pipeline.busy_gap + 2
 
