@@ -963,6 +963,7 @@ class TargetOmnisend(Target):
         self._busy += 1
         self._finishing = True
         try:
+            self._stop_mapping_worker()  # lines it holds were never staged: not read, no STATE
             self.drain_all(is_endofpipe=True)
             self._finish()
         except Exception as error:  # reported as one line; no STATE was written

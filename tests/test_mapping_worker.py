@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from target_omnisend.pipeline import encode_payload
 from target_omnisend.reader import JSON_DECODER
 from target_omnisend.sync_store import fingerprint
 from target_omnisend.target import summary_from_log_line
-from tests.helpers import run_cli
+from tests.helpers import EXECUTABLE, run_cli, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -354,3 +356,51 @@ def test_a_real_run_loads_the_same_contacts_and_state_with_the_worker(
     assert len(outcomes[False][2]) > 5000
     assert "invalid_encoding" in outcomes[False][3]["rejected_by_reason"]
     assert outcomes[False][3] == outcomes[True][3]
+
+
+@pytest.mark.e2e
+def test_sigterm_with_the_worker_running_loses_nothing(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    sandbox = sandbox_factory(batch_processing_delay=1.0, supported_versions=["v5"])
+    source = tmp_path / "bulk.singer"
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "email": {}}}
+    with source.open("w", encoding="utf-8") as out:
+        out.write(json.dumps({"type": "SCHEMA", "stream": "bulk", "schema": schema}) + "\n")
+        for n in range(1, 40_001):
+            record = {"n": n, "email": f"bulk{n}@example.com"}
+            out.write(json.dumps({"type": "RECORD", "stream": "bulk", "record": record}) + "\n")
+            if n % 500 == 0:
+                out.write(json.dumps({"type": "STATE", "value": {"through": n}}) + "\n")
+    config = {
+        "api_key": "brand1-0123456789abcdef",
+        "api_version": "v5",
+        "api_url": sandbox.v5_url,
+        "rejects_path": str(tmp_path / "rejects.jsonl"),
+        "max_batches_in_flight": 2,  # slow enough to be stopped half way
+    }
+    with source.open("rb") as stdin:
+        process = subprocess.Popen(
+            [EXECUTABLE, "--config", str(write_config(config, tmp_path))],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        deadline = time.monotonic() + 60
+        while len(sandbox.dump()["contacts"]) < 4000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    log = stderr.decode()
+    assert process.returncode == 0, log[-3000:]
+    assert "Traceback" not in log
+    summary = summary_of(log)
+    read = summary["records_read"]
+    assert 4000 <= read < 40_000  # stopped half way, with the worker's lines in use
+    assert summary["parallel_mapping"]["in_worker"] + summary["parallel_mapping"]["in_main"] > 0
+    states = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert len(states) == 1
+    assert read - 500 <= states[0]["through"] <= read  # the last STATE read, all confirmed
+    held = {c["identifiers"][0]["id"] for c in sandbox.dump()["contacts"]}
+    assert {f"bulk{n}@example.com" for n in range(1, read + 1)} <= held
