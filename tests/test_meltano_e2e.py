@@ -276,3 +276,46 @@ def test_tap_jsonl_piped_into_the_target_without_meltano(
     contacts = contacts_by_email(sandbox.settled_dump())
     assert set(contacts) == expected_emails("lapsed_customers")
     assert all(LAPSED_TAG in contact["tags"] for contact in contacts.values())
+
+
+def test_a_large_export_is_mapped_in_two_processes_under_meltano(
+    meltano_project: Path, sandbox_factory: Any, tmp_path: Path
+) -> None:
+    # More records than the mapping worker's warm-up: the target started by Meltano, from the
+    # plugin's own virtualenv, starts the worker too, and loads exactly what one process would.
+    sandbox = sandbox_factory(batch_processing_delay=0.2, supported_versions=["v5"])
+    rows = read_segment("lapsed_customers")
+    export, expected = tmp_path / "lapsed_big.jsonl", set()
+    with export.open("w", encoding="utf-8") as out:
+        for n in range(6000):
+            row = dict(rows[n % len(rows)], customer_id=f"big-{n}")
+            if is_clean(row):
+                row["email"] = f"big{n}@example.com"
+                expected.add(row["email"])
+            out.write(json.dumps(row) + "\n")
+    env = base_env()
+    env.update(
+        TARGET_OMNISEND_API_URL=sandbox.v5_url,
+        TARGET_OMNISEND_API_VERSION="v5",
+        TARGET_OMNISEND_API_KEY="test-key-meltano",
+        TARGET_OMNISEND_REJECTS_PATH=str(tmp_path / "rejects.jsonl"),
+        TARGET_OMNISEND_SYNC_STATE_PATH=str(tmp_path / "sync.sqlite"),
+        TAP_JSONL_PATH=str(export),
+    )
+    result = meltano(
+        meltano_project,
+        env,
+        "--environment=dev",
+        "run",
+        "--full-refresh",
+        "tap-jsonl",
+        "target-omnisend",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    # the run summary's section: the worker process existed (its memory was read) and lines
+    # went through the shared mapping
+    worker = re.search(r'"parallel_mapping": \{[^}]*"worker_peak_rss_mb": ([0-9.]+)', result.stderr)
+    assert worker is not None, result.stderr[-3000:]
+    assert float(worker[1]) > 5
+    assert "Traceback" not in result.stderr
+    assert set(contacts_by_email(sandbox.settled_dump())) == expected
