@@ -442,13 +442,14 @@ class MappingWorker:
         """The worker maps the chunk if it has room for it; the main process otherwise."""
         lines, sinks = self._lines, self._line_sinks
         self._lines, self._line_sinks = [], []
-        chunk = _Chunk(lines, sinks, remote=self._worker_ready and self._process is not None)
         # Chunks the worker holds: sent, and their outcomes not yet back
-        if chunk.remote and self._remote_ahead - self._results.qsize() < CHUNKS_AHEAD:
+        holds = self._remote_ahead - self._results.qsize()
+        remote = self._worker_ready and self._process is not None and holds < CHUNKS_AHEAD
+        chunk = _Chunk(lines, sinks, remote)
+        if remote:
             self._remote_ahead += 1
             self._send(_LINES + _MSGPACK.encode(lines))
         else:
-            chunk.remote = False
             chunk.outcomes = self._local.map_lines(lines)
             self.lines_in_main += len(lines)
         self._ahead.append(chunk)

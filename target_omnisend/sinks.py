@@ -48,13 +48,18 @@ INVALID_SEGMENT = "invalid_segment"
 INVALID_ENCODING = "invalid_encoding"
 
 
-# A staged contact: the mapped contact, its source record (None in a dry run: not needed again),
+# A staged contact: the mapped contact, its source record (a dict, or the input line when the
+# mapping worker mapped it; None in a dry run: not needed again),
 # its segments, what the batch writes for it (the dry-run line, or the payload's JSON; None:
 # written later) and its fingerprint (None without a sync store). The last two are encoded right
 # after mapping, while the payload is still in the CPU's caches: a batch later, the same work
 # costs 1.5-2 times as much.
 _Staged = tuple[
-    MappedContact, "Mapping[str, Any] | None", list[SegmentRef], "bytes | None", "str | None"
+    MappedContact,
+    "Mapping[str, Any] | RecordLine | None",
+    list[SegmentRef],
+    "bytes | None",
+    "str | None",
 ]
 
 # Source records wait for their batch's result as JSON bytes: one object each instead of a dict's
