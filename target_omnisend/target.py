@@ -61,6 +61,8 @@ DEFAULT_API_URLS = {
     "v5": "https://api.omnisend.com/v5",
 }
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+# The SDK's load methods (singer_sdk.helpers.capabilities.TargetLoadMethods); only upsert is done.
+LOAD_METHODS = ("upsert", "append-only", "overwrite")
 TAGS_PER_CALL = 250
 
 
@@ -95,6 +97,30 @@ def check_api_url(api_url: str) -> None:
             f"api_url {api_url!r} uses plain http to a non-loopback host; the API key would "
             "travel unencrypted. Use https:// (plain http is allowed only to 127.0.0.1/localhost)."
         )
+
+
+def check_load_method(load_method: object) -> None:
+    """Refuse the SDK load methods this target does not do (it always upserts).
+
+    Raises:
+        ValueError: `load_method` is set to anything but `upsert`.
+    """
+    if load_method in (None, "upsert"):
+        return
+    if load_method == "overwrite":
+        raise ValueError(
+            "load_method 'overwrite' is not supported: it would delete every Omnisend contact "
+            "that is not in this run's input, the brand's other contacts included. "
+            "target-omnisend upserts (load_method: upsert); to remove people who left a segment "
+            "use full_segment_snapshot: true with on_segment_exit: remove_tag or unsubscribe."
+        )
+    if load_method == "append-only":
+        raise ValueError(
+            "load_method 'append-only' is not supported: Omnisend holds one contact per email "
+            "or phone, so every write updates that contact (and unchanged contacts are skipped "
+            "on re-runs). Use load_method: upsert (the default)."
+        )
+    raise ValueError(f"load_method {load_method!r} is not supported; use 'upsert'.")
 
 
 _STATUS_ENUM = th.StringType(allowed_values=list(STATUSES))
@@ -319,6 +345,18 @@ CONFIG_SCHEMA = th.PropertiesList(
             "edits made in Omnisend); 0 re-sends always."
         ),
     ),
+    th.Property(
+        "load_method",
+        th.StringType(allowed_values=list(LOAD_METHODS)),
+        default="upsert",
+        description=(
+            "How contacts are written: `upsert` (the only method: Omnisend keys a contact by its "
+            "email or phone, so a write updates the contact or creates it). `append-only` and "
+            "`overwrite` (the SDK's other values) are refused: Omnisend cannot hold two contacts "
+            "for one email, and deleting the brand's other contacts is not this target's to do; "
+            "use `full_segment_snapshot` with `on_segment_exit` to have people leave a segment."
+        ),
+    ),
 ).to_dict()
 
 
@@ -380,6 +418,7 @@ class TargetOmnisend(Target):
                 f"api_version {version!r} is not supported; use one of {', '.join(API_VERSIONS)}."
             )
         check_api_url(self.api_url)
+        check_load_method(self.config.get("load_method"))
         mapping_config = MappingConfig.from_target_config(self.config)
         compile_plan({}, mapping_config)  # unknown fields, names, status values fail here
         if mapping_config.static_tags and not isinstance(self.config.get("tags"), list):

@@ -28,6 +28,8 @@ API_KEY = "brand123-SECRETKEYDONOTLEAK"
         ({"field_mapping": {"firstName": "name"}}, "must map 'email' or 'phone'"),
         ({"status_values": {"Y": "yes"}}, "'yes' is not one of"),
         ({"max_requests_per_minute": 0}, "max_requests_per_minute"),
+        ({"load_method": "overwrite"}, "load_method 'overwrite' is not supported"),
+        ({"load_method": "append-only"}, "load_method 'append-only' is not supported"),
     ],
 )
 def test_config_errors_are_one_clear_line_without_traceback(
@@ -82,6 +84,16 @@ def test_settings_schema_names_every_setting() -> None:
     assert TargetOmnisend.config_jsonschema["required"] == ["api_key"]
     for name in expected:
         assert properties[name].get("description"), name
+
+
+def test_load_method_is_upsert_by_default_and_says_so_in_about() -> None:
+    spec = TargetOmnisend.config_jsonschema["properties"]["load_method"]
+    assert spec["default"] == "upsert"
+    assert spec["description"].startswith("How contacts are written: `upsert` (the only method")
+    target = TargetOmnisend(config={"api_key": API_KEY, "load_method": "upsert"})
+    assert target.config["load_method"] == "upsert"
+    with pytest.raises(ConfigValidationError, match="would delete every Omnisend contact"):
+        TargetOmnisend(config={"api_key": API_KEY, "load_method": "overwrite"})
 
 
 def test_constructor_raises_config_validation_error() -> None:
