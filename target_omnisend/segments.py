@@ -8,8 +8,9 @@ applies every guard in one place:
 
 1. the run reached a normal end of input (never on SIGTERM or a crash);
 2. the stream delivered at least one record (an empty stream is an outage, not an empty segment);
-3. absence means leaving only in a full snapshot (ACTIVATE_VERSION or ``full_segment_snapshot``);
-   otherwise only explicit deletions (records with ``_sdc_deleted_at``) are exits;
+3. absence means leaving only in a full snapshot (a closing ACTIVATE_VERSION, or
+   ``full_segment_snapshot`` for a stream :class:`StreamCompletion` saw the tap finish); otherwise
+   only explicit deletions (records with ``_sdc_deleted_at``) are exits;
 4. the share of members leaving is at most ``max_exit_ratio``; above it nobody leaves and the run
    must exit non-zero (:attr:`ExitDecision.exceeds_ratio`).
 
@@ -39,6 +40,7 @@ __all__ = [
     "ExitDecision",
     "InvalidSegmentValue",
     "SegmentMembership",
+    "StreamCompletion",
     "compute_exits",
     "is_deleted_record",
     "membership_key",
@@ -261,6 +263,84 @@ class SegmentMembership:
 
 
 # -- exits ----------------------------------------------------------------------------------
+
+
+class StreamCompletion:
+    """Which streams the tap is known to have sent whole (what ``full_segment_snapshot`` needs).
+
+    End of input is no such sign: Meltano closes the target's input when the tap exits, whether
+    it finished or died half way, and SDK taps send no closing ACTIVATE_VERSION and no STATE
+    that tells a full-table stream's end from its middle (the SDK writes a full-table stream's
+    STATE once, at its 10,000th record or at its end, and drops the identical later ones). A
+    stream counts as complete on either sign:
+
+    - the tap moved on: records of another stream arrived after this stream's (taps built on the
+      SDK send one stream after the other); a stream whose records come back after another
+      stream's is interleaved and never counts this way;
+    - its records carry their own count (``snapshot_size_field``, e.g. ``count(*) over ()`` in a
+      SQL view, read in the same snapshot as the rows) and exactly that many arrived.
+
+    Not thread-safe: fed from the thread that reads the input, in input order.
+    """
+
+    def __init__(self, size_getter: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
+        self.size_getter = size_getter
+        self.last: str | None = None
+        self._moved_on: set[str] = set()
+        self._interleaved: set[str] = set()
+        self._counts: dict[str, int] = {}
+        self._sizes: dict[str, Any] = {}
+        self._inconsistent: set[str] = set()
+
+    def switch(self, stream: str) -> None:
+        """Records of `stream` arrive after those of `self.last` (which the tap finished)."""
+        if self.last is not None:
+            self._moved_on.add(self.last)
+        if stream in self._moved_on:
+            self._moved_on.discard(stream)
+            self._interleaved.add(stream)
+        self.last = stream
+
+    def saw(self, stream: str) -> bool:
+        """Whether records of `stream` arrived."""
+        return stream == self.last or stream in self._moved_on or stream in self._interleaved
+
+    def record(self, stream: str, record: Mapping[str, Any]) -> None:
+        """One record of `stream` arrived (call `switch` first when the stream changed)."""
+        if self.size_getter is None:
+            return
+        self._counts[stream] = self._counts.get(stream, 0) + 1
+        size = self.size_getter(record)
+        known = self._sizes.setdefault(stream, size)
+        if size != known:
+            self._inconsistent.add(stream)
+
+    def why_incomplete(self, stream: str) -> str | None:
+        """None when `stream` is known complete, else why it is not."""
+        if stream in self._moved_on and stream not in self._interleaved:
+            return None
+        size = self._sizes.get(stream)
+        count = self._counts.get(stream, 0)
+        if self.size_getter is not None and stream in self._sizes:
+            if stream in self._inconsistent:
+                return "its records carry different snapshot sizes"
+            if isinstance(size, bool) or not isinstance(size, (int, float, str)):
+                return f"its snapshot size is not a number ({type(size).__name__})"
+            try:
+                expected = int(size)
+            except ValueError:
+                return "its snapshot size is not a number"
+            if expected == count:
+                return None
+            return f"{count} of the {expected} records its snapshot size announces arrived"
+        if stream in self._interleaved:
+            return "its records were interleaved with another stream's"
+        if self.size_getter is None:
+            return (
+                "it was the last stream and nothing showed the tap finished it "
+                "(no closing ACTIVATE_VERSION; set snapshot_size_field to a count column)"
+            )
+        return "it was the last stream and its records carry no snapshot size"
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,7 @@ class SegmentSync:
         # Whether the store knew each segment's members before this run added any.
         self._known_before: dict[str, bool] = {}
         self._snapshots: set[str] = set()
+        self._complete: set[str] = set()  # streams the tap finished (StreamCompletion)
         self._getter = make_getter(settings.segment_field) if settings.segment_field else None
         brand = brand_id(api_url, api_key)
         if dry_run:
@@ -251,9 +252,16 @@ class SegmentSync:
         with self._lock:
             self._snapshots.add(stream)
 
+    def streams_complete(self, streams: Collection[str]) -> None:
+        """The streams the tap is known to have sent whole (full_segment_snapshot needs it)."""
+        with self._lock:
+            self._complete = set(streams)
+
     def _is_snapshot(self, stream: str) -> bool:
         with self._lock:
-            return self.settings.full_segment_snapshot or stream in self._snapshots
+            return stream in self._snapshots or (
+                self.settings.full_segment_snapshot and stream in self._complete
+            )
 
     # -- change-only sends ----------------------------------------------------------------
 

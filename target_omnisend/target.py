@@ -44,11 +44,17 @@ from target_omnisend.mapping import (
     MappingConfig,
     MappingConfigError,
     compile_plan,
+    make_getter,
 )
 from target_omnisend.mapping_worker import MappingWorker, Outcome, StreamSpec, usable_cpus
 from target_omnisend.reader import SingerLineReader, decode_line
 from target_omnisend.rejects import RejectWriter, dumps
-from target_omnisend.segments import DEFAULT_MAX_EXIT_RATIO, DEFAULT_SEGMENT_TAG, EXIT_MODES
+from target_omnisend.segments import (
+    DEFAULT_MAX_EXIT_RATIO,
+    DEFAULT_SEGMENT_TAG,
+    EXIT_MODES,
+    StreamCompletion,
+)
 from target_omnisend.sinks import ContactSink
 from target_omnisend.summary import RunSummary
 from target_omnisend.sync import ExitTicket, SegmentSync, SyncSettings
@@ -309,8 +315,20 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=False,
         description=(
             "Treat every stream as a full snapshot of its segments even without ACTIVATE_VERSION "
-            "(members absent from the run are exits)."
+            "(members absent from the run are exits), once the tap is seen to have finished it: "
+            "it went on to another stream, or `snapshot_size_field` says all records arrived. "
+            "End of input alone is no such sign: a tap that died half way ends it too."
         ),
+    ),
+    th.Property(
+        "snapshot_size_field",
+        th.StringType,
+        description=(
+            "Record path holding the number of records in the stream's snapshot (in a SQL view: "
+            "`count(*) over () AS snapshot_size`). With full_segment_snapshot, a stream whose "
+            "records all arrived counts as complete, even the tap's last one."
+        ),
+        examples=["snapshot_size"],
     ),
     th.Property(
         "max_exit_ratio",
@@ -408,6 +426,8 @@ class TargetOmnisend(Target):
         self._lean_sinks: dict[Any, ContactSink] = {}
         self._mapping_worker: MappingWorker | None = None
         self._max_record_age_seconds = self._MAX_RECORD_AGE_IN_MINUTES * 60
+        size_field = self.config.get("snapshot_size_field") or None
+        self._completion = StreamCompletion(make_getter(size_field) if size_field else None)
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -635,6 +655,11 @@ class TargetOmnisend(Target):
             stream = message_dict.get("stream")
             sink = self._lean_sinks.get(stream)
             record = message_dict.get("record")
+            completion = self._completion
+            if stream != completion.last:
+                completion.switch(stream)
+            if completion.size_getter is not None and type(record) is dict:
+                completion.record(stream, record)
             if sink is not None and type(record) is dict:
                 self._process_record_lean(sink, record)
             else:
@@ -664,6 +689,8 @@ class TargetOmnisend(Target):
                     self._process_record_message(self._decode_taken(lines[index]))
                     index += 1
                     continue
+                if sink.stream_name != self._completion.last:
+                    self._completion.switch(sink.stream_name)
                 end = index + 1
                 last = min(count, index + max(1, sink.drain_size - sink.staged_contacts))
                 while end < last and sinks[end] is sink and outcomes[end] is not None:
@@ -758,6 +785,9 @@ class TargetOmnisend(Target):
         worker = self._mapping_worker
         if worker is None or self.sync.settings.segment_field is not None:
             return
+        size_field = self.config.get("snapshot_size_field")
+        if size_field and size_field.split(".")[0] in sink.schema.get("properties", {}):
+            return  # its records' snapshot sizes are read here, as they arrive
         worker.register(
             sink,
             StreamSpec(
@@ -891,6 +921,7 @@ class TargetOmnisend(Target):
             why = "the input was truncated by max_records" if truncated else "the run was stopped"
             self.logger.info("Segment exits are not computed: %s.", why)
             return
+        self._check_completion(sync)
         self._apply_exits(sync)
         sync.register_segments()
         if sync.settings.create_segments and not self.dry_run:
@@ -900,6 +931,30 @@ class TargetOmnisend(Target):
                 self.logger.info(
                     "Omnisend segment %r (id %s) holds the tagged contacts.", tag, segment_id
                 )
+
+    def _check_completion(self, sync: SegmentSync) -> None:
+        """Tell the sync which streams the tap finished; say why the others get no exits."""
+        complete, incomplete = set(), {}
+        for source in self._sinks_seen_sources():
+            reason = self._completion.why_incomplete(source)
+            for stream_map in self.mapper.stream_maps.get(source, []):
+                if reason is None:
+                    complete.add(stream_map.stream_alias)
+                else:
+                    incomplete[stream_map.stream_alias] = reason
+        sync.streams_complete(complete)
+        if sync.settings.full_segment_snapshot and sync.tracks_exits:
+            for stream, reason in sorted(incomplete.items()):
+                self.logger.warning(
+                    "Stream %r is not treated as a full snapshot, so nobody leaves its segments: "
+                    "%s.",
+                    stream,
+                    reason,
+                )
+
+    def _sinks_seen_sources(self) -> list[str]:
+        """The tap's stream names that sent records this run."""
+        return [name for name in self.mapper.stream_maps if self._completion.saw(name)]
 
     def _apply_exits(self, sync: SegmentSync) -> None:
         refused: list[str] = []
