@@ -5,21 +5,28 @@ so this one reports only its number. It reads stdin as bytes and decodes with ms
 times faster than `json.loads` on text). Bytes that are not UTF-8 do not stop the run: they are
 decoded as lone surrogates, and a contact whose mapped fields hold them is rejected with
 `invalid_encoding` when its payload is encoded (unmapped fields do not matter).
+
+`batch_records` reads the files a BATCH message names (the SDK's batch extension: local
+`file://` JSON Lines, gzip-compressed or not) as records, so the target hands them to the same
+record path as RECORD messages.
 """
 
 from __future__ import annotations
 
 import decimal
+import gzip
 import json
 import sys
 import typing as t
 from collections import Counter
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-__all__ = ["JSON_DECODER", "SingerLineReader", "decode_line"]
+__all__ = ["JSON_DECODER", "BatchFileError", "SingerLineReader", "batch_records", "decode_line"]
 
 # Floats as Decimal, as the SDK's own readers do (exact numbers for the validator and mapping).
 JSON_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
@@ -43,6 +50,64 @@ def decode_line(line: bytes | bytearray | str) -> t.Any:
             # msgspec refuses surrogates: the standard library parses this rare line
             return json.loads(text, parse_float=decimal.Decimal)
     raise ValueError("not JSON")
+
+
+class BatchFileError(ValueError):
+    """A BATCH message or one of its files cannot be read (the message says which, not its data)."""
+
+
+def batch_file_path(url: str) -> Path:
+    """The local path of a manifest entry (`file://` URL or plain path).
+
+    Raises:
+        BatchFileError: The file is not on this machine (s3://, gs://, ...).
+    """
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file") and parts.netloc in ("", "localhost"):
+        return Path(unquote(parts.path) if parts.scheme else url)
+    raise BatchFileError(
+        f"BATCH file {parts.scheme}://{parts.netloc}/... is not a local file: this target reads "
+        "batch files from the local file system only (set the tap's batch_config storage root "
+        "to a file:// folder)."
+    )
+
+
+def batch_records(message: t.Mapping[str, t.Any]) -> t.Iterator[t.Any]:
+    """Every record of the files a BATCH message lists, in manifest order, as decoded dicts.
+
+    Raises:
+        BatchFileError: Unsupported format or compression, a missing file, a line that is not
+            JSON (named by file and line number, its content not shown).
+    """
+    encoding = message.get("encoding") or {}
+    file_format, compression = encoding.get("format"), encoding.get("compression")
+    if file_format != "jsonl":
+        raise BatchFileError(
+            f"BATCH encoding format {file_format!r} is not supported: use the tap's batch_config "
+            "encoding format jsonl (with compression gzip or none)."
+        )
+    if compression not in (None, "none", "gzip"):
+        raise BatchFileError(f"BATCH compression {compression!r} is not supported: gzip or none.")
+    for url in message.get("manifest") or ():
+        path = batch_file_path(str(url))
+        try:
+            raw = path.open("rb")
+        except OSError as error:
+            raise BatchFileError(f"BATCH file {path} cannot be read: {error.strerror}") from None
+        with raw, gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw as handle:
+            try:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield decode_line(line)
+                    except ValueError:
+                        raise BatchFileError(
+                            f"BATCH file {path} line {number} is not valid JSON (its content is "
+                            "not shown: it may hold personal data)."
+                        ) from None
+            except (OSError, EOFError) as error:  # a truncated or corrupt gzip file
+                raise BatchFileError(f"BATCH file {path} is damaged: {error}") from None
 
 
 class SingerLineReader(GenericSingerReader[t.Any]):

@@ -47,7 +47,7 @@ from target_omnisend.mapping import (
     make_getter,
 )
 from target_omnisend.mapping_worker import MappingWorker, Outcome, StreamSpec, usable_cpus
-from target_omnisend.reader import SingerLineReader, decode_line
+from target_omnisend.reader import BatchFileError, SingerLineReader, batch_records, decode_line
 from target_omnisend.rejects import RejectWriter, dumps
 from target_omnisend.segments import (
     DEFAULT_MAX_EXIT_RATIO,
@@ -384,7 +384,11 @@ class TargetOmnisend(Target):
     name = "target-omnisend"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = ContactSink
-    capabilities = [*Target.capabilities, PluginCapabilities.ACTIVATE_VERSION]
+    capabilities = [
+        *Target.capabilities,
+        PluginCapabilities.ACTIVATE_VERSION,
+        PluginCapabilities.BATCH,
+    ]
     message_reader_class = SingerLineReader
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -819,8 +823,17 @@ class TargetOmnisend(Target):
             super()._process_activate_version_message(message_dict)
 
     def _process_batch_message(self, message_dict: dict) -> None:
+        """BATCH: each record of its files takes the RECORD path, in order.
+
+        The SDK's own handling passes a file's records to `Sink.process_batch` in one list,
+        past validation, stream maps, mapping, de-duplication and rejects; here they are read
+        one at a time (memory stays flat) and behave exactly as RECORD messages would, the
+        STATE after the BATCH waiting for them like any STATE.
+        """
         with self._busy_section():
-            super()._process_batch_message(message_dict)
+            stream = message_dict.get("stream")
+            for record in batch_records(message_dict):
+                self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
 
     # -- end of input, termination ------------------------------------------------------------
 
@@ -1084,6 +1097,7 @@ class TargetOmnisend(Target):
             RecordsWithoutSchemaException,
             MissingKeyPropertiesError,
             DryRunFileError,
+            BatchFileError,
         ) as error:
             cls.logger.error("%s", error)
             sys.exit(1)
