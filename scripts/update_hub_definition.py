@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from update_readme_about import about_output  # scripts/ is the path's first entry
 
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO_YML = ROOT / "meltano.yml"
@@ -38,15 +38,7 @@ SETTING_FIELDS = ("name", "kind", "label", "description", "sensitive", "value", 
 
 def about() -> dict[str, Any]:
     """The target's `--about --format json` output."""
-    executable = Path(sys.executable).parent / "target-omnisend"
-    result = subprocess.run(
-        [str(executable), "--about", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return json.loads(result.stdout)
+    return json.loads(about_output("json"))
 
 
 def meltano_loader() -> dict[str, Any]:

@@ -19,17 +19,22 @@ START = "<!-- about:start -->"
 END = "<!-- about:end -->"
 
 
-def about_markdown() -> str:
-    """The target's `--about --format markdown` output, without surrounding blank lines."""
+def about_output(output_format: str) -> str:
+    """The target's `--about --format <output_format>` output, without surrounding blank lines."""
     executable = Path(sys.executable).parent / "target-omnisend"
     result = subprocess.run(
-        [str(executable), "--about", "--format", "markdown"],
+        [str(executable), "--about", "--format", output_format],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
     return result.stdout.strip()
+
+
+def about_markdown() -> str:
+    """The target's `--about --format markdown` output, without surrounding blank lines."""
+    return about_output("markdown")
 
 
 def readme_about_block(readme: str) -> str:

@@ -134,16 +134,6 @@ def test_the_lint_check_can_fail(hub_reference: Path, tmp_path: Path) -> None:
     assert "braces" in result.stdout
 
 
-def test_hub_file_is_generated_from_meltano_yml() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "update_hub_definition.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_hub_metadata_follows_the_hubs_conventions() -> None:
     definition = hub()
     variant = definition["variant"]

@@ -170,6 +170,15 @@ def run_job(project: Path, env: dict[str, str]) -> tuple[int, str, dict[str, Any
     return result.returncode, result.stderr, summary_of(result.stderr)
 
 
+def successful_run(
+    project: Path, env: dict[str, str], sandbox: SandboxServer
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Run the job, which must succeed: the target's summary and the sandbox's contacts."""
+    code, log, summary = run_job(project, env)
+    assert code == 0, log[-4000:]
+    return summary, contacts_by_email(sandbox.settled_dump())
+
+
 def summary_of(log: str) -> dict[str, Any]:
     marker = "target-omnisend summary: "
     lines = [line for line in log.splitlines() if marker in line]
@@ -219,9 +228,7 @@ def test_warehouse_views_load_then_only_changes_and_exits_are_sent(
     warehouse_project: Path, tables: Connection, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     env = run_env(tables, sandbox, tmp_path)
-    code, log, summary = run_job(warehouse_project, env)
-    assert code == 0, log[-4000:]
-    contacts = contacts_by_email(sandbox.settled_dump())
+    summary, contacts = successful_run(warehouse_project, env, sandbox)
     print("run 1:", printable(summary, contacts))
 
     assert_first_load(contacts, summary, tmp_path / "rejects.jsonl")
@@ -247,9 +254,7 @@ def test_warehouse_views_load_then_only_changes_and_exits_are_sent(
     # The table changes; run 2 sends only the changed and new contacts and applies the exit.
     received_before = sum(batch["totalCount"] for batch in sandbox.dump()["batches"])
     tables.sql(CHANGES_SQL)
-    code, log, summary = run_job(warehouse_project, env)
-    assert code == 0, log[-4000:]
-    contacts = contacts_by_email(sandbox.settled_dump())
+    summary, contacts = successful_run(warehouse_project, env, sandbox)
     print("run 2:", printable(summary, contacts))
     received = sum(batch["totalCount"] for batch in sandbox.dump()["batches"]) - received_before
     assert summary["contacts_upserted"] == received
@@ -270,8 +275,7 @@ def test_a_tap_that_dies_half_way_through_a_view_removes_nobody(
     warehouse_project: Path, tables: Connection, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     env = run_env(tables, sandbox, tmp_path)
-    code, log, _ = run_job(warehouse_project, env)
-    assert code == 0, log[-4000:]
+    successful_run(warehouse_project, env, sandbox)
 
     # Two people leave, one from each view; then the warehouse fails the first view's query at
     # its tenth row: the tap dies, Meltano closes the target's input, the target ends normally.
@@ -293,9 +297,7 @@ def test_a_tap_that_dies_half_way_through_a_view_removes_nobody(
 
     # The same change without the failure: both exits are applied.
     tables.sql("DELETE FROM crm.export_faults;")
-    code, log, summary = run_job(warehouse_project, env)
-    assert code == 0, log[-4000:]
-    contacts = contacts_by_email(sandbox.settled_dump())
+    summary, contacts = successful_run(warehouse_project, env, sandbox)
     assert tagged(contacts, LAPSED) == LAPSED_RUN1 - {"member12@example.com"}
     assert tagged(contacts, VIP) == VIP_RUN1 - {"member13@example.com"}
     assert summary["segments"]["exits_untagged"] == 2
@@ -311,19 +313,15 @@ def test_tap_postgres_batch_files_take_the_record_path(
         "storage": {"root": batches.as_uri(), "prefix": "segment-"},
     }
     env = run_env(tables, sandbox, tmp_path, TAP_POSTGRES_BATCH_CONFIG=json.dumps(batch_config))
-    code, log, summary = run_job(warehouse_project, env)
-    assert code == 0, log[-4000:]
+    summary, contacts = successful_run(warehouse_project, env, sandbox)
     assert len(list(batches.glob("segment-*.json.gz"))) >= 2  # the tap really wrote batches
-    contacts = contacts_by_email(sandbox.settled_dump())
     print("run 1 (BATCH):", printable(summary, contacts))
     assert_first_load(contacts, summary, tmp_path / "rejects.jsonl")
     assert float(contacts["member10@example.com"]["customProperties"]["lifetime_value"]) == 102.5
 
     # Change-only sends and exits work from batch files too (snapshot_size is counted there).
     tables.sql(CHANGES_SQL)
-    code, log, summary = run_job(warehouse_project, env)
-    assert code == 0, log[-4000:]
-    contacts = contacts_by_email(sandbox.settled_dump())
+    summary, contacts = successful_run(warehouse_project, env, sandbox)
     assert summary["contacts_upserted"] <= 3
     assert summary["segments"]["exits_untagged"] == 1
     assert "member11@example.com" not in tagged(contacts, VIP)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +39,11 @@ def test_settings_reference_matches_about_output() -> None:
     )
 
 
-def test_update_script_check_mode_agrees() -> None:
+@pytest.mark.parametrize("script", ["update_readme_about.py", "update_hub_definition.py"])
+def test_update_script_check_mode_agrees(script: str) -> None:
+    """README's settings reference and the Hub file are what their scripts generate."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "update_readme_about.py"), "--check"],
+        [sys.executable, str(ROOT / "scripts" / script), "--check"],
         capture_output=True,
         text=True,
         check=False,
