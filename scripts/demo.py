@@ -1,7 +1,7 @@
 """`make demo`: run the bundled Meltano job into a local Omnisend sandbox and show the result.
 
 Steps: start ``omnisend-sandbox --port 0`` (it prints its URL first), ``meltano install`` the
-plugins of ``meltano.yml``, ``meltano --environment dev run --full-refresh export-segments``
+job's plugins of ``meltano.yml``, ``meltano --environment dev run --full-refresh export-segments``
 into the sandbox, print the target's run summary of each task, then what the sandbox holds
 (contacts per segment tag, a few sample rows with masked emails and phones), and stop the
 sandbox. Exits 0 on success, non-zero when any step fails.
@@ -28,6 +28,8 @@ from target_omnisend.summary import SUMMARY_PREFIX, mask_email, mask_phone
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 JOB = "export-segments"
+# The file-based job's plugins (meltano.yml's tap-postgres serves export-warehouse-segments).
+JOB_PLUGINS = ("tap-spreadsheets", "tap-jsonl", "target-omnisend")
 SANDBOX_KEY = "sandbox-demo-key"
 SEGMENT_TAG_PREFIX = "segment: "
 SAMPLE_ROWS = 5
@@ -179,7 +181,11 @@ def run_demo() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="target-omnisend-demo-") as work_dir:
             env = meltano_env(url, Path(work_dir))
-            run_step("install the Meltano plugins (taps from PyPI)", [meltano, "install"], env)
+            run_step(
+                "install the job's Meltano plugins (taps from PyPI)",
+                [meltano, "install", *JOB_PLUGINS],
+                env,
+            )
             output = run_step(
                 f"run the job {JOB} through Meltano into the sandbox",
                 [meltano, "--log-format=json", "--environment=dev", "run", "--full-refresh", JOB],

@@ -54,7 +54,9 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "meltano.yml").write_text(
         text.replace("pip_url: -e .\n", f"pip_url: -e {ROOT}\n"), encoding="utf-8"
     )
-    result = meltano(project, base_env(), "install")
+    result = meltano(
+        project, base_env(), "install", "tap-spreadsheets", "tap-jsonl", "target-omnisend"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return project
 
