@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import pytest
 
 from target_omnisend.sandbox.server import SandboxServer
 from tests.pg_server import Connection, ExternalServer, PostgresServer, find_binaries
-from tests.test_meltano_e2e import ROOT, base_env, contacts_by_email, meltano
+from tests.test_meltano_e2e import MELTANO, ROOT, RUN_TIMEOUT, base_env, contacts_by_email, meltano
 
 pytestmark = [pytest.mark.postgres, pytest.mark.meltano, pytest.mark.e2e]
 
@@ -45,11 +48,14 @@ CREATE TABLE crm.customers (
   profile jsonb, lifetime_value numeric(12, 2), email_consent text, consent_at timestamptz,
   birthdate date, vip boolean NOT NULL DEFAULT false, lapsed boolean NOT NULL DEFAULT false
 );
-CREATE TABLE crm.export_faults (fail_at text PRIMARY KEY);
+CREATE TABLE crm.export_faults (fail_at text PRIMARY KEY, action text NOT NULL);
 CREATE FUNCTION crm.checked(id text) RETURNS text LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-  IF EXISTS (SELECT 1 FROM crm.export_faults WHERE fail_at = id) THEN
+  IF EXISTS (SELECT 1 FROM crm.export_faults WHERE fail_at = id AND action = 'raise') THEN
     RAISE EXCEPTION 'simulated warehouse failure while reading customer %', id;
+  END IF;
+  IF EXISTS (SELECT 1 FROM crm.export_faults WHERE fail_at = id AND action = 'stall') THEN
+    PERFORM pg_sleep(120);  -- the test kills the tap meanwhile
   END IF;
   RETURN id;
 END $$;
@@ -270,26 +276,87 @@ def test_warehouse_views_load_then_only_changes_and_exits_are_sent(
     assert contacts["new.joiner@example.com"]["firstName"] == "Nia"
 
 
+STALLED = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+UNSTALL = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+LEAVERS_SQL = """
+UPDATE crm.customers SET lapsed = false WHERE customer_id = 'C012';
+UPDATE crm.customers SET vip = false WHERE customer_id = 'C013';
+"""
+FAULTS = {
+    "query error": "INSERT INTO crm.export_faults VALUES ('C030', 'raise');",
+    "SIGKILL": "INSERT INTO crm.export_faults VALUES ('C030', 'stall');",
+}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_the_tap_while_it_stalls(
+    project: Path, env: dict[str, str], warehouse: Connection
+) -> tuple[int, str]:
+    """Run the job; once the warehouse stalls mid-view, SIGKILL the tap (as an OOM kill would)."""
+    job = subprocess.Popen(
+        [MELTANO, "--environment=dev", "run", JOB],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while warehouse.sql(STALLED).strip() == "0":
+        assert job.poll() is None, "the job ended before the warehouse stalled"
+        assert time.monotonic() < deadline, "the tap never stalled"
+        time.sleep(0.5)
+    taps = [
+        pid
+        for pid in descendants(job.pid)
+        if b"tap-postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert taps, "no tap-postgres process under meltano"
+    for pid in taps:
+        os.kill(pid, signal.SIGKILL)
+    _, log = job.communicate(timeout=RUN_TIMEOUT)
+    warehouse.sql(UNSTALL)
+    return job.returncode, log
+
+
+@pytest.mark.parametrize("death", ["query error", "SIGKILL"])
 def test_a_tap_that_dies_half_way_through_a_view_removes_nobody(
-    warehouse_project: Path, tables: Connection, sandbox: SandboxServer, tmp_path: Path
+    warehouse_project: Path, tables: Connection, sandbox: SandboxServer, tmp_path: Path, death: str
 ) -> None:
     env = run_env(tables, sandbox, tmp_path)
     successful_run(warehouse_project, env, sandbox)
 
-    # Two people leave, one from each view; then the warehouse fails the first view's query at
-    # its tenth row: the tap dies, Meltano closes the target's input, the target ends normally.
-    tables.sql(
-        "UPDATE crm.customers SET lapsed = false WHERE customer_id = 'C012';"
-        "UPDATE crm.customers SET vip = false WHERE customer_id = 'C013';"
-        "INSERT INTO crm.export_faults VALUES ('C030');"
-    )
-    code, log, summary = run_job(warehouse_project, env)
+    # Two people leave, one from each view; then, at the first view's tenth row, the warehouse
+    # fails the query or the tap is killed: Meltano closes the target's input, the target ends.
+    tables.sql(LEAVERS_SQL)
+    tables.sql(FAULTS[death])
+    if death == "query error":
+        code, log, summary = run_job(warehouse_project, env)
+        assert "simulated warehouse failure" in log
+    else:
+        code, log = kill_the_tap_while_it_stalls(warehouse_project, env, tables)
+        summary = summary_of(log)
     assert code != 0
-    assert "Extractor failed" in log or "extractor failed" in log.lower(), log[-3000:]
-    assert "simulated warehouse failure" in log
-    assert 0 < summary["records_read"] < len(LAPSED_RUN1) - 1
+    assert "extractor failed" in log.lower(), log[-3000:]
+    assert summary["records_read"] < len(LAPSED_RUN1) - 1
     contacts = contacts_by_email(sandbox.settled_dump())
-    print("run with the tap dying:", printable(summary, contacts))
+    print(f"run with the tap dying ({death}):", printable(summary, contacts))
     assert tagged(contacts, LAPSED) == LAPSED_RUN1  # nobody left
     assert tagged(contacts, VIP) == VIP_RUN1
     assert "is not treated as a full snapshot" in log
