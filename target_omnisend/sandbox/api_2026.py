@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from target_omnisend.sandbox import segments as segment_rules
 from target_omnisend.sandbox.api_common import ContactsApi, matches_identity
 from target_omnisend.sandbox.core import Reply, Request, problem
+from target_omnisend.sandbox.index import Mask, both
 from target_omnisend.sandbox.store import channel_status
 from target_omnisend.sandbox.validation import error, validate_tags_request
 
@@ -65,8 +66,8 @@ class Api2026(ContactsApi):
             return contact_id
         if "email" not in req.query:
             return invalid([error("email", "required", "The email query parameter is required")])
-        found = state.store.find("email", req.query["email"])
-        return self.not_found("Contact") if found is None else found["id"]
+        found = state.store.owner_id("email", req.query["email"])
+        return self.not_found("Contact") if found is None else found
 
 
 API = Api2026()
@@ -74,7 +75,12 @@ invalid = API.invalid
 
 
 def list_contacts(state: SandboxState, req: Request) -> Reply:
-    """GET /contacts with filters and cursor paging."""
+    """GET /contacts with filters and cursor paging.
+
+    The default order (``createdAt``, newest first, or ``direction=asc``) pages through the
+    store's indexes with a cursor naming the last contact's position, so every page costs the
+    same at any depth; ``sort=updatedAt`` sorts the matching contacts for each page.
+    """
     q = req.query
     errors = []
     if "status" in q and "tag" in q:
@@ -84,29 +90,67 @@ def list_contacts(state: SandboxState, req: Request) -> Reply:
     limit = _int(q.get("limit", "100"))
     if limit is None or not 1 <= limit <= 250:
         errors.append(error("limit", "invalid_value", "Must be 1-250"))
-    offset = _decode_cursor(q.get("after", "")) if q.get("after") else 0
-    if offset is None:
+    cursor = _decode_cursor(q.get("after", "")) if q.get("after") else ("o", 0)
+    if cursor is None:
         errors.append(error("after", "invalid_value", "Unknown cursor"))
     if errors:
         return invalid(errors)
-    contacts = state.store.snapshot()
+    assert limit is not None
+    assert cursor is not None
+    segment = None
     if "segmentID" in q:
         segment = state.segments.get(q["segmentID"])
         if segment is None:
             return problem(404, "Segment not found.")
-        contacts = [c for c in contacts if segment_rules.matches(segment, c)]
-    contacts = [c for c in contacts if _matches(c, q)]
-    reverse = q.get("direction", "desc") == "desc"
-    contacts.sort(key=lambda c: (c.get(q.get("sort", "createdAt"), ""), c["id"]), reverse=reverse)
-    page = contacts[offset : offset + limit]
-    has_more = offset + limit < len(contacts)
+    store = state.store
+    with store.lock:
+        where = _filter_mask(store, q, segment)
+
+        def keep(contact: dict[str, Any]) -> bool:
+            if segment is not None and not segment_rules.matches(segment, contact):
+                return False
+            return _matches(contact, q)
+
+        descending = q.get("direction", "desc") == "desc"
+        kind, value = cursor
+        if q.get("sort", "createdAt") == "createdAt":
+            after = value if kind == "p" else None
+            page, last, has_more = store.page(
+                where, keep, limit=limit, after=after, descending=descending,
+                offset=value if kind == "o" else 0,
+            )  # fmt: skip
+            rendered = [render_contact(c) for c in page]
+            next_cursor = _encode_cursor("p", last)
+        else:
+            offset = value if kind == "o" else 0
+            found, _, _ = store.page(where, keep, limit=len(store) + 1)
+            found.sort(key=lambda c: (c.get(q["sort"], ""), c["id"]), reverse=descending)
+            rendered = [render_contact(c) for c in found[offset : offset + limit]]
+            has_more = offset + limit < len(found)
+            next_cursor = _encode_cursor("o", offset + limit)
     cursors: dict[str, str] = {}
     if has_more:
-        cursors["after"] = _encode_cursor(offset + limit)
-    if offset:
-        cursors["before"] = _encode_cursor(max(0, offset - limit))
+        cursors["after"] = next_cursor
+    if q.get("after"):
+        cursors["before"] = q["after"]
     paging = {"cursors": cursors, "hasMore": has_more, "limit": limit}
-    return Reply(200, {"contacts": [render_contact(c) for c in page], "paging": paging})
+    return Reply(200, {"contacts": rendered, "paging": paging})
+
+
+def _filter_mask(store: Any, q: dict[str, str], segment: dict[str, Any] | None) -> Mask:
+    """The index positions a listing's filters allow (``_matches`` checks each contact)."""
+    where: Mask = store.everyone.window
+    if "email" in q:
+        where = both(where, store.identifier_mask("email", q["email"]))
+    if "phone" in q:
+        where = both(where, store.identifier_mask("phone", q["phone"]))
+    if "tag" in q:
+        where = both(where, store.tag_mask(q["tag"]))
+    if "status" in q:
+        where = both(where, store.status_mask(q["status"]))
+    if segment is not None:
+        where = both(where, segment_rules.mask(segment, store))
+    return where
 
 
 def _matches(contact: dict[str, Any], q: dict[str, str]) -> bool:
@@ -124,16 +168,19 @@ def _int(text: str) -> int | None:
         return None
 
 
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+def _encode_cursor(kind: str, value: int) -> str:
+    """A cursor: ``p:N`` continues past position N, ``o:N`` after N contacts (updatedAt order)."""
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> int | None:
+def _decode_cursor(cursor: str) -> tuple[str, int] | None:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return int(text[2:]) if text.startswith("o:") else None
+        kind, _, value = text.partition(":")
+        number = int(value)
     except ValueError:
         return None
+    return (kind, number) if kind in ("p", "o") and number >= 0 else None
 
 
 def change_tags(state: SandboxState, req: Request) -> Reply:
@@ -188,7 +235,10 @@ def segment_statistics(state: SandboxState, req: Request) -> Reply:
     segment = state.segments.get(req.params["id"])
     if segment is None:
         return problem(404, "Segment not found.")
-    count = sum(segment_rules.matches(segment, c) for c in state.store.snapshot())
+    store = state.store
+    count = store.count(
+        segment_rules.mask(segment, store), lambda c: segment_rules.matches(segment, c)
+    )
     return Reply(200, {"contactsCount": count})
 
 

@@ -94,11 +94,8 @@ class ContactsApi:
 
     def get_contact(self, state: SandboxState, req: Request) -> Reply:
         """GET .../contacts/{id}."""
-        with state.store.lock:
-            contact = state.store.contacts.get(req.params["id"])
-            return (
-                Reply(200, self.render_contact(contact)) if contact else self.not_found("Contact")
-            )
+        contact = state.store.get(req.params["id"])
+        return Reply(200, self.render_contact(contact)) if contact else self.not_found("Contact")
 
     def patch_contact(self, state: SandboxState, req: Request) -> Reply:
         """PATCH .../contacts/{id}."""

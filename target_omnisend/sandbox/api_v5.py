@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from target_omnisend.sandbox.api_common import ContactsApi, matches_identity
 from target_omnisend.sandbox.core import Reply, Request, v5_error
+from target_omnisend.sandbox.index import both
 
 if TYPE_CHECKING:
     from target_omnisend.sandbox.state import SandboxState
@@ -66,8 +67,18 @@ class V5Api(ContactsApi):
             return v5_error(400, "limit and offset must be integers")
         if not 1 <= limit <= 250 or offset < 0:
             return v5_error(400, "limit must be 1-250")
-        contacts = [c for c in state.store.snapshot() if matches_identity(c, req.query)]
-        page = contacts[offset : offset + limit]
+        store, q = state.store, req.query
+        with store.lock:
+            where = store.everyone.window
+            for kind in ("email", "phone"):
+                if kind in q:
+                    where = both(where, store.identifier_mask(kind, q[kind]))
+            if "tag" in q:
+                where = both(where, store.tag_mask(q["tag"]))
+            page, _, _ = store.page(
+                where, lambda c: matches_identity(c, q), limit=limit, offset=offset,
+                descending=False,
+            )  # fmt: skip
         return Reply(200, {"contacts": [render_contact(c) for c in page],
                            "paging": {"limit": limit, "offset": offset}})  # fmt: skip
 

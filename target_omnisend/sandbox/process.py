@@ -90,6 +90,11 @@ class SandboxProcess(SandboxHandle):
         threading.Thread(target=self._drain_stdout, daemon=True).start()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs."""
+        return None if self._process is None else self._process.pid
+
     def _drain_stdout(self) -> None:
         if self._process and self._process.stdout:
             for _ in self._process.stdout:

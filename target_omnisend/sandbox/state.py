@@ -112,26 +112,24 @@ class SandboxState:
         self.scheduler.after(delay, lambda: self._apply_tags(body, add))
 
     def _apply_tags(self, body: dict[str, Any], add: bool) -> None:
-        targets: list[dict[str, Any]] = []
+        store = self.store
+        targets: list[str] = []
         skipped: list[str] = []
         for email in body.get("emails", []):
-            contact = self.store.find("email", email)
-            (targets.append(contact) if contact else skipped.append(email))
+            contact_id = store.owner_id("email", email)
+            (targets.append(contact_id) if contact_id else skipped.append(email))
         for phone in body.get("phones", []):
-            contact = self.store.find("phone", phone)
-            if contact:
-                targets.append(contact)
-        for contact_id in body.get("contactIDs", []):
-            contact = self.store.contacts.get(contact_id)
-            if contact:
-                targets.append(contact)
+            contact_id = store.owner_id("phone", phone)
+            if contact_id:
+                targets.append(contact_id)
+        targets.extend(c for c in body.get("contactIDs", []) if store.get(c) is not None)
         segment = self.segments.get(body.get("segmentID", ""))
         if segment is not None:
-            from target_omnisend.sandbox.segments import matches
+            from target_omnisend.sandbox.segments import members
 
-            targets.extend(c for c in list(self.store.contacts.values()) if matches(segment, c))
-        for contact in targets:
-            self.store.change_tags(contact, body["tags"], add)
+            targets.extend(members(segment, store))
+        for contact_id in targets:
+            store.change_tags(contact_id, body["tags"], add)
         with self._lock:
             self.skipped_tag_emails.extend(skipped)
             self.tag_operations.append(

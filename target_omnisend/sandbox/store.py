@@ -8,8 +8,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from target_omnisend.sandbox.compact import decode as _decode
+from target_omnisend.sandbox.compact import encode as _encode
+from target_omnisend.sandbox.index import WINDOW_BITS, Bitmap, Mask, both, count, empty, positions
 from target_omnisend.sandbox.settings import SandboxSettings
 from target_omnisend.sandbox.validation import parse_datetime
 
@@ -48,78 +52,139 @@ class ConflictError(Exception):
 
 
 class ContactStore:
-    """Thread-safe contact storage with Omnisend's upsert rules."""
+    """Thread-safe contact storage with Omnisend's upsert rules, indexed for listings.
+
+    Each contact is kept as one MessagePack value (about a quarter of the memory of the dicts
+    it decodes to) and decoded when read: callers get a private copy, and change a contact only
+    through the store's methods. Bitmaps index every contact (``all``), its tags and its channel
+    status by position (see ``sandbox.index``); email and phone owners are plain dicts.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.contacts: dict[str, dict[str, Any]] = {}
-        self.owner: dict[tuple[str, str], str] = {}  # (type, id) -> contact id
+        self._rows: dict[str, bytes] = {}  # contact id -> its MessagePack encoding
+        self._owners: dict[str, dict[str, str]] = {"email": {}, "phone": {}}
         self.welcome_messages: list[dict[str, Any]] = []
         self.ignored_identifiers: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
+        self.last_position = 0  # positions are creation numbers: 1 .. last_position
+        self.everyone = Bitmap()
+        self._tags: dict[str, Bitmap] = {}
+        self._statuses: dict[str, Bitmap] = {}
 
-    def _new_id(self) -> str:
-        return f"{next(self._ids):024x}"
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def contacts(self) -> ContactsView:
+        """Every contact by id, decoded when read (a read-only view)."""
+        return ContactsView(self)
+
+    def _owner(self, kind: str, value: str) -> str | None:
+        owners = self._owners.get(kind)
+        return None if owners is None else owners.get(value)
+
+    def _load(self, contact_id: str) -> dict[str, Any] | None:
+        row = self._rows.get(contact_id)
+        return None if row is None else _decode(row)
+
+    def _save(self, contact: dict[str, Any], old_tags: list[str], old_status: str | None) -> None:
+        """Store a changed contact and move its index bits."""
+        contact_id = contact["id"]
+        self._rows[contact_id] = _encode(contact)
+        position = int(contact_id, 16)
+        tags = contact["tags"]
+        if tags != old_tags:
+            for tag in old_tags:
+                if tag not in tags:
+                    self._tags[tag].discard(position)
+            for tag in tags:
+                if tag not in old_tags:
+                    bitmap = self._tags.get(tag)
+                    if bitmap is None:
+                        bitmap = self._tags[tag] = Bitmap()
+                    bitmap.add(position)
+        status = channel_status(contact)
+        if status != old_status:
+            if old_status is not None:
+                self._statuses[old_status].discard(position)
+            if status is not None:
+                bitmap = self._statuses.get(status)
+                if bitmap is None:
+                    bitmap = self._statuses[status] = Bitmap()
+                bitmap.add(position)
+
+    def _new_contact(self, stamp: str) -> dict[str, Any]:
+        position = next(self._ids)
+        self.last_position = position
+        self.everyone.add(position)
+        contact_id = f"{position:024x}"
+        return {
+            "id": contact_id, "identifiers": [], "tags": [], "customProperties": {},
+            "createdAt": stamp, "updatedAt": stamp,
+        }  # fmt: skip
 
     def upsert(
         self, body: dict[str, Any], generation: str, settings: SandboxSettings
     ) -> tuple[int, dict[str, Any] | None]:
         """Create or update the contact owning the body's email; (201|200, contact or None)."""
-        stamp = now_iso()
         with self.lock:
+            stamp = now_iso()  # under the lock: creation order is createdAt order
             identifiers = body.get("identifiers") or []
             target_id = self._email_owner(identifiers)
             accepted = []
             for identifier in identifiers:
-                key = (identifier["type"], identifier["id"])
-                holder = self.owner.get(key)
+                kind, value = identifier["type"], identifier["id"]
+                holder = self._owner(kind, value)
                 if holder is not None and holder != target_id:
                     self.ignored_identifiers.append(
-                        {"type": key[0], "id": key[1], "ownerID": holder, "at": stamp}
+                        {"type": kind, "id": value, "ownerID": holder, "at": stamp}
                     )
                     continue
                 accepted.append(identifier)
             if target_id is None and not accepted:
                 return 200, None
             created = target_id is None
-            if created:
-                target_id = self._new_id()
-                self.contacts[target_id] = {
-                    "id": target_id, "identifiers": [], "tags": [], "customProperties": {},
-                    "createdAt": stamp, "updatedAt": stamp,
-                }  # fmt: skip
-            contact = self.contacts[target_id]
+            if target_id is None:
+                contact, old_tags, old_status = self._new_contact(stamp), [], None
+            else:
+                contact = _decode(self._rows[target_id])
+                old_tags, old_status = list(contact["tags"]), channel_status(contact)
             for identifier in accepted:
                 self._apply_identifier(contact, identifier, generation, settings, stamp)
             self._apply_fields(contact, body, settings.tags_on_upsert)
             contact["updatedAt"] = stamp
+            self._save(contact, old_tags, old_status)
             return (201 if created else 200), contact
 
     def _email_owner(self, identifiers: list[dict[str, Any]]) -> str | None:
         """The id of the contact owning the first known email among ``identifiers``."""
+        emails = self._owners["email"]
         for identifier in identifiers:
             if identifier.get("type") == "email":
-                holder = self.owner.get(("email", identifier["id"]))
+                holder = emails.get(identifier["id"])
                 if holder is not None:
                     return holder
         return None
 
     def patch(self, contact_id: str, body: dict[str, Any], generation: str) -> dict[str, Any]:
         """Change only the fields sent; identifiers owned by others raise ConflictError."""
-        stamp = now_iso()
         with self.lock:
-            contact = self.contacts.get(contact_id)
+            stamp = now_iso()
+            contact = self._load(contact_id)
             if contact is None:
                 raise NotFoundError(contact_id)
             for identifier in body.get("identifiers") or []:
-                holder = self.owner.get((identifier["type"], identifier["id"]))
+                holder = self._owner(identifier["type"], identifier["id"])
                 if holder is not None and holder != contact_id:
                     raise ConflictError(identifier["id"])
+            old_tags, old_status = list(contact["tags"]), channel_status(contact)
             settings = SandboxSettings(older_status_date="override")
             for identifier in body.get("identifiers") or []:
                 self._apply_identifier(contact, identifier, generation, settings, stamp)
             self._apply_fields(contact, body, "replace")
             contact["updatedAt"] = stamp
+            self._save(contact, old_tags, old_status)
             return contact
 
     def _apply_identifier(
@@ -136,7 +201,7 @@ class ContactStore:
         if stored is None:
             stored = {"type": kind, "id": value, "channels": {}}
             contact["identifiers"].append(stored)
-            self.owner[(kind, value)] = contact["id"]
+            self._owners.setdefault(kind, {})[value] = contact["id"]
         stored_channels = stored["channels"]
         date_field = "statusChangedAt" if generation == "2026" else "statusDate"
         channels = identifier.get("channels") or {}
@@ -185,26 +250,128 @@ class ContactStore:
             contact["customProperties"]["externalCreated"] = body["createdAt"]
 
     def find(self, kind: str, value: str) -> dict[str, Any] | None:
-        """The contact owning an identifier."""
+        """The contact owning an identifier (a copy)."""
         with self.lock:
-            contact_id = self.owner.get((kind, value))
-            return self.contacts.get(contact_id) if contact_id else None
+            contact_id = self._owner(kind, value)
+            return None if contact_id is None else self._load(contact_id)
 
-    def change_tags(self, contact: dict[str, Any], tags: list[str], add: bool) -> None:
+    def owner_id(self, kind: str, value: str) -> str | None:
+        """The id of the contact owning an identifier."""
+        with self.lock:
+            return self._owner(kind, value)
+
+    def get(self, contact_id: str) -> dict[str, Any] | None:
+        """The contact with this id (a copy), or None."""
+        with self.lock:
+            return self._load(contact_id)
+
+    def change_tags(self, contact_id: str, tags: list[str], add: bool) -> None:
         """Add or remove tags on one contact."""
         with self.lock:
+            contact = self._load(contact_id)
+            if contact is None:
+                return
+            old_tags, old_status = list(contact["tags"]), channel_status(contact)
             if add:
                 contact["tags"] = list(dict.fromkeys([*contact["tags"], *tags]))
             else:
                 contact["tags"] = [tag for tag in contact["tags"] if tag not in tags]
             contact["updatedAt"] = now_iso()
+            self._save(contact, old_tags, old_status)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """A deep-enough copy of all contacts, oldest first."""
-        import copy
-
+        """A copy of all contacts, oldest first."""
         with self.lock:
-            return copy.deepcopy(list(self.contacts.values()))
+            return [_decode(row) for row in self._rows.values()]
+
+    # -- listings ------------------------------------------------------------------------------
+
+    def tag_mask(self, tag: str) -> Mask:
+        """The positions of the contacts carrying ``tag``."""
+        bitmap = self._tags.get(tag)
+        return empty if bitmap is None else bitmap.window
+
+    def status_mask(self, status: str) -> Mask:
+        """The positions of the contacts whose channel status (``channel_status``) is ``status``."""
+        bitmap = self._statuses.get(status)
+        return empty if bitmap is None else bitmap.window
+
+    def identifier_mask(self, kind: str, value: str) -> Mask:
+        """The position of the contact owning an identifier (none when nobody does)."""
+        contact_id = self._owner(kind, value)
+        if contact_id is None:
+            return empty
+        position = int(contact_id, 16)
+        number, bit = divmod(position, WINDOW_BITS)
+        return lambda window: (1 << bit) if window == number else 0
+
+    def page(
+        self,
+        mask: Mask,
+        keep: Callable[[dict[str, Any]], bool] | None,
+        *,
+        limit: int,
+        after: int | None = None,
+        descending: bool = True,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Up to ``limit`` contacts of ``mask`` that ``keep`` accepts, in creation order.
+
+        Starts past position ``after`` (a cursor), skipping ``offset`` accepted contacts first
+        (without decoding them when ``keep`` is None: every contact of the mask is accepted).
+        Returns (contacts, the last one's position, whether more follow).
+        """
+        found: list[dict[str, Any]] = []
+        last = after or 0
+        with self.lock:
+            for position in positions(mask, self.last_position, after=after, descending=descending):
+                row = self._rows.get(f"{position:024x}")
+                if row is None:
+                    continue
+                if keep is None and offset:
+                    offset -= 1
+                    continue
+                contact = _decode(row)
+                if keep is not None and not keep(contact):
+                    continue
+                if offset:
+                    offset -= 1
+                    continue
+                if len(found) == limit:
+                    return found, last, True
+                found.append(contact)
+                last = position
+        return found, last, False
+
+    def count(self, mask: Mask, keep: Callable[[dict[str, Any]], bool] | None = None) -> int:
+        """How many contacts of ``mask`` ``keep`` accepts (all of them when ``keep`` is None)."""
+        with self.lock:
+            if keep is None:
+                return count(both(mask, self.everyone.window), self.last_position)
+            return sum(
+                keep(_decode(self._rows[f"{position:024x}"]))
+                for position in positions(mask, self.last_position, after=None, descending=False)
+            )
+
+
+class ContactsView(Mapping[str, dict[str, Any]]):
+    """The store's contacts by id, each decoded when read (changing one changes nothing)."""
+
+    def __init__(self, store: ContactStore) -> None:
+        self._store = store
+
+    def __getitem__(self, contact_id: str) -> dict[str, Any]:
+        contact = self._store.get(contact_id)
+        if contact is None:
+            raise KeyError(contact_id)
+        return contact
+
+    def __iter__(self) -> Iterator[str]:
+        with self._store.lock:
+            return iter(list(self._store._rows))
+
+    def __len__(self) -> int:
+        return len(self._store)
 
 
 def _find_identifier(contact: dict[str, Any], kind: str, value: str) -> dict[str, Any] | None:
