@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 import requests
+from sandbox_ingest import item_v5
 
 from target_omnisend.sandbox.process import SandboxProcess
 
@@ -38,32 +39,17 @@ BATCH = 100
 
 
 def item(n: int) -> dict[str, Any]:
-    """A contact as the target sends one on 2026-03-15."""
-    day = f"{n % 28 + 1:02d}"
-    status = "unsubscribed" if n % 50 == 0 else "subscribed"
-    tags = ["segment: vip" if n % 5 < 3 else "segment: news"] + (
-        ["rare"] if n % 100_000 == 7 else []
-    )
-    return {
-        "identifiers": [
-            {"type": "email", "id": f"ada.lovelace.{n}@example.com",
-             "channels": {"email": {"status": status,
-                                    "statusChangedAt": f"2023-04-{day}T10:11:12Z"}},
-             "sendWelcomeMessage": False},
-            {"type": "phone", "id": f"+3706{n % 10**7:07d}",
-             "channels": {"sms": {"status": "nonSubscribed",
-                                  "statusChangedAt": "1970-01-01T00:00:00Z"}},
-             "sendWelcomeMessage": False},
-        ],
-        "firstName": "Ada", "lastName": f"Lovelace{n}", "address": f"{n % 250 + 1} Gedimino pr.",
-        "city": "Vilnius", "state": "Vilniaus apskritis", "postalCode": "01103",
-        "country": "Lithuania", "countryCode": "LT", "gender": "f",
-        "birthdate": f"1985-06-{day}", "createdAt": f"2019-02-{day}T08:09:10Z",
-        "customProperties": {"externalID": str(n), "lifetimeValue": 1234.56 + n % 100,
-                             "ordersCount": n % 60, "loyaltyTier": "gold",
-                             "loyaltyPoints": n % 50_000, "interests": ["shoes", "outdoor"]},
-        "tags": tags,
-    }  # fmt: skip
+    """A contact as the target sends one on 2026-03-15 (``sandbox_ingest``'s v5 shape, re-dated)."""
+    contact = item_v5(n)
+    for identifier in contact["identifiers"]:
+        for channel in identifier["channels"].values():
+            channel["statusChangedAt"] = channel.pop("statusDate")
+            if n % 50 == 0 and identifier["type"] == "email":
+                channel["status"] = "unsubscribed"
+    contact["tags"] = ["segment: vip" if n % 5 < 3 else "segment: news"]
+    if n % 100_000 == 7:
+        contact["tags"].append("rare")
+    return contact
 
 
 def post_batches(api: str, starts: list[int]) -> list[str]:
