@@ -10,6 +10,13 @@
    of all requests and 429s, both counted by the sandbox. Goal: <= 1.10x, polls <= 5%, no 429s.
 4. Re-run: the same input twice against one sandbox with a sync store (`sync_state_path`); the
    contact writes (batch items submitted) of the second run. Goal: 0.
+Exits on (`exits`): 2026 with `on_segment_exit: remove_tag` and `full_segment_snapshot`, two
+   segments (the generator's two streams): a first run (the store and the sandbox empty: each
+   segment costs one probe, no listing), then a re-run at time scale S2 where every 20th record is
+   gone (5% left). Each run's floor counts its GET /contacts requests with the contact batches;
+   the re-run's tag calls are the removals (per segment, ceil(leavers / 250)). Goals: each run
+   <= 1.10x its floor, exit 0, every leaver untagged and every stayer still tagged, and the
+   target's peak RSS (main process + mapping worker) <= 200 MB and <= 1.1x the 100k figure.
 
 Usage::
 
@@ -221,6 +228,143 @@ def end_to_end(api_version: str, records: int, time_scale: float, workdir: Path)
     }
 
 
+def _without_every_20th_record(source: Path, target: Path) -> list[str]:
+    """Copy the input leaving out every 20th record; the emails left out (lower-cased)."""
+    left: list[str] = []
+    count = 0
+    with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
+        for line in lines:
+            if line.startswith('{"type":"RECORD"'):
+                count += 1
+                if count % 20 == 0:
+                    email = json.loads(line)["record"].get("email")
+                    if isinstance(email, str):
+                        left.append(email.strip().lower())
+                    continue
+            out.write(line)
+    return left
+
+
+def _contacts_get_requests(counts_dump: dict[str, Any]) -> int:
+    return sum(
+        int(n)
+        for n in ((counts_dump.get("requests") or {}).get("GET /api/contacts") or {}).values()
+    )
+
+
+def _exit_run_figures(
+    run: bench_lib.ProcessRun,
+    summary: dict[str, Any],
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    batches: int,
+    tag_calls: int,
+    time_scale: float,
+) -> dict[str, Any]:
+    """Wall, floor and requests of one run from the dumps before and after it."""
+    counts = request_counts(after)
+    listing = _contacts_get_requests(after)
+    if before is not None:
+        previous = request_counts(before)
+        counts = {key: value - previous.get(key, 0) for key, value in counts.items()}
+        listing -= _contacts_get_requests(before)
+    contacts_floor = (batches + listing) / (CONTACTS_PER_MINUTE * time_scale) * 60.0
+    tags_floor = tag_calls / (TAG_CALLS_PER_MINUTE * time_scale) * 60.0
+    floor = max(contacts_floor, tags_floor)
+    parallel = summary.get("parallel_mapping") or {}
+    worker_mb = float(parallel.get("worker_peak_rss_mb") or 0.0)
+    return {
+        "time_scale": time_scale,
+        "wall_seconds": round(run.wall_seconds, 3),
+        "batch_requests_required": batches,
+        "contacts_get_requests": listing,
+        "tag_calls_required": tag_calls,
+        "floor_seconds": round(floor, 3),
+        "wall_over_floor": round(run.wall_seconds / floor, 3) if floor else None,
+        "requests": counts,
+        "responses_429": counts.get("responses_429", 0),
+        "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "worker_peak_rss_mb": worker_mb,
+        "peak_rss_with_worker_mb": round(run.peak_rss_mb + worker_mb, 1),
+        "segments": summary.get("segments"),
+    }
+
+
+def exits_on(
+    records: int, time_scale: float, rerun_time_scale: float, workdir: Path
+) -> dict[str, Any]:
+    """Exits on: a first run and a re-run where 5% left, with remove_tag (see the docstring)."""
+    workdir = workdir / f"exits-{records}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    input_path = local.input_file(records, workdir.parent)
+    rerun_path = workdir / "profiles-5pc-left.singer"
+    left = set(_without_every_20th_record(input_path, rerun_path))
+    store = workdir / "sync.sqlite"
+    expected = generate.expected(records)
+
+    def config(name: str, scale: float) -> Path:
+        path = target_config(workdir, name, "2026-03-15", api, scale, sync_state_path=store)
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        settings.update(on_segment_exit="remove_tag", full_segment_snapshot=True)
+        path.write_text(json.dumps(settings), encoding="utf-8")
+        return path
+
+    with start_sandbox(time_scale, workdir) as sandbox:
+        api = sandbox.api_url
+        first_run, first_summary = run_target(
+            config("first", time_scale), input_path, workdir, "first"
+        )
+        after_first = sandbox.settled_dump()
+        sandbox.configure(time_scale=rerun_time_scale)
+        second_run, second_summary = run_target(
+            config("second", rerun_time_scale), rerun_path, workdir, "second"
+        )
+        after_second = sandbox.settled_dump(timeout=120)
+    held_first = {_email_of(c): c for c in contacts_in_dump(after_first)}
+    leavers = left & set(held_first)
+    tags_by_segment: Counter[str] = Counter()
+    for email in leavers:
+        tags_by_segment.update(
+            t for t in held_first[email].get("tags") or () if t.startswith("segment: ")
+        )
+    removal_calls = sum(math.ceil(n / EMAILS_PER_TAG_CALL) for n in tags_by_segment.values())
+    first = _exit_run_figures(
+        first_run, first_summary, None, after_first,
+        math.ceil(expected.valid / BATCH_LIMIT["2026-03-15"]), tag_calls_required(after_first),
+        time_scale,
+    )  # fmt: skip
+    second_batches = batch_items_submitted(after_second) - batch_items_submitted(after_first)
+    second = _exit_run_figures(
+        second_run, second_summary, after_first, after_second,
+        math.ceil(second_batches / BATCH_LIMIT["2026-03-15"]), removal_calls,
+        rerun_time_scale,
+    )  # fmt: skip
+    wrong = 0
+    for contact in contacts_in_dump(after_second):
+        email = _email_of(contact)
+        has_segment_tag = any(t.startswith("segment: ") for t in contact.get("tags") or ())
+        wrong += has_segment_tag == (email in leavers)
+    runs = (first, second)
+    within = all(
+        r["wall_over_floor"] is not None and r["wall_over_floor"] <= FLOOR_GOAL for r in runs
+    )
+    return {
+        "records": records,
+        "valid_records": expected.valid,
+        "leavers": len(leavers),
+        "first_run": first,
+        "rerun_5pc_left": second,
+        "contacts_tagged_wrongly_after_rerun": wrong,
+        "peak_rss_with_worker_mb": max(r["peak_rss_with_worker_mb"] for r in runs),
+        "goal": f"each run <= {FLOOR_GOAL}x its floor, every exit applied, exit 0",
+        "met": within and wrong == 0 and all(r["responses_429"] == 0 for r in runs),
+    }
+
+
+def _email_of(contact: dict[str, Any]) -> str:
+    return next((i["id"] for i in contact.get("identifiers") or () if i.get("type") == "email"), "")
+
+
 def target_has_setting(name: str) -> bool:
     """Whether `target-omnisend --about` lists the setting ``name``."""
     result = subprocess.run(
@@ -287,9 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--time-scale", type=float, default=10.0)
     parser.add_argument("--rerun", action="store_true", help="run benchmark 4 instead")
+    parser.add_argument("--exits", action="store_true", help="run the exits-on runs instead")
+    parser.add_argument("--rerun-time-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="omnisend-bench-") as tmp:
-        if args.rerun:
+        if args.exits:
+            result = exits_on(args.records, args.time_scale, args.rerun_time_scale, Path(tmp))
+        elif args.rerun:
             result = rerun(args.records, args.time_scale, Path(tmp))
         else:
             result = end_to_end(args.api_version, args.records, args.time_scale, Path(tmp))

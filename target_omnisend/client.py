@@ -53,6 +53,7 @@ BATCH_HEAD = b'{"method":"POST","endpoint":"contacts","items":['
 TAG_EMAILS_PER_CALL = 250
 TAGS_PER_CALL = 100
 CONTACTS_PAGE = 250
+DEFAULT_MAX_RETRY_SECONDS = 120.0
 BATCH_LIST_PAGE = 100
 SEGMENTS_PAGE = 50
 # The brand's limit counts arrivals at Omnisend; starts are timed at the client, so the window is
@@ -82,6 +83,10 @@ class FatalApiError(OmnisendError):
 
 class PayloadTooLargeError(FatalApiError):
     """413: the request body is too large (the pipeline splits the batch and retries)."""
+
+
+class RequestStopped(OmnisendError):
+    """The run is stopping (SIGTERM): the request was not sent, or its retries were given up."""
 
 
 class TransientApiError(OmnisendError):
@@ -407,6 +412,7 @@ class OmnisendClient:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], object] = time.sleep,
         pool_size: int = 16,
+        max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS,
     ) -> None:
         """Validate settings, share pacers per brand, open one keep-alive session.
 
@@ -426,6 +432,8 @@ class OmnisendClient:
             backoff_cap: longest single backoff in seconds.
             sleep: how to wait (tests).
             pool_size: keep-alive connections kept for concurrent threads.
+            max_retry_seconds: the longest one request keeps retrying after its first failure
+                (5xx, timeouts, dropped connections), so a dead server ends a run in bounded time.
         """
         if not isinstance(api_key, str) or not api_key.strip():
             raise ValueError("Setting 'api_key' is required.")
@@ -440,6 +448,8 @@ class OmnisendClient:
         self.request_timeout = float(request_timeout)
         self.max_requests_per_minute = int(max_requests_per_minute)
         self.max_retries = int(max_retries)
+        self.max_retry_seconds = float(max_retry_seconds)
+        self._stopping = threading.Event()
         self.logger = logger or logging.getLogger(__name__)
         self.stats = ClientStats()
         self._thread_waits = threading.local()  # pacer seconds waited by each thread
@@ -478,6 +488,17 @@ class OmnisendClient:
 
     def __repr__(self) -> str:
         return f"OmnisendClient(api_version={self.dialect.name!r}, api_url={self.api_url!r})"
+
+    def stop(self) -> None:
+        """The run is stopping: no request starts from now on, and retries end at once."""
+        self._stopping.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry; a stop ends the wait."""
+        if self._sleep is time.sleep:
+            self._stopping.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def close(self) -> None:
         """Close the keep-alive connections."""
@@ -556,7 +577,10 @@ class OmnisendClient:
         failures = 0
         throttled = 0
         conflicts = 0
+        failing_since = 0.0
         while True:
+            if self._stopping.is_set():
+                raise RequestStopped(f"{endpoint} was not sent: the run is stopping.")
             pacers = (self.tags_pacer, self.pacer) if tags_endpoint else (self.pacer,)
             # A tag call is counted by both limits: one slot in each, at the same instant.
             waited, stamp = acquire_together(pacers)
@@ -599,17 +623,24 @@ class OmnisendClient:
                 if status == 409 and conflicts < retry_conflict:
                     conflicts += 1
                     self.stats.add_retry()
-                    self._sleep(self._backoff(conflicts - 1))
+                    self._pause(self._backoff(conflicts - 1))
                     continue
                 if status not in RETRYABLE_STATUSES:
                     raise self._fatal(endpoint, response)
                 problem = f"answered {status}: {self._body_text(response)}"
             failures += 1
-            if failures > self.max_retries:
-                raise TransientApiError(
-                    self._scrub(f"{endpoint} failed after {failures} attempts: {problem}")
-                )
+            now = time.monotonic()
+            failing_since = failing_since or now
             delay = self._backoff(failures - 1)
+            spent = now - failing_since
+            if failures > self.max_retries or spent + delay > self.max_retry_seconds:
+                raise TransientApiError(
+                    self._scrub(
+                        f"{endpoint} failed after {failures} attempts in {spent:.0f} s (a request "
+                        f"is retried {self.max_retries} times within {self.max_retry_seconds:g} s "
+                        f"at most: max_retry_seconds): {problem}"
+                    )
+                )
             self.stats.add_retry()
             self.logger.warning(
                 "%s %s; retry %d/%d in %.1f s",
@@ -619,7 +650,7 @@ class OmnisendClient:
                 self.max_retries,
                 delay,
             )
-            self._sleep(delay)
+            self._pause(delay)
 
     def _honour_rate_headers(self, response: requests.Response) -> None:
         """v5 reports its window: with nothing remaining, hold everyone until it resets.
@@ -796,26 +827,36 @@ class OmnisendClient:
 
     # -- contacts and segments -------------------------------------------------------------------
 
+    def contacts_page(
+        self, after: str | None = None, limit: int = CONTACTS_PAGE, **filters: Any
+    ) -> tuple[list[dict], str | None]:
+        """One page of the contacts matching `filters`, and the next page's cursor (None: last).
+
+        On v5 (offset paging) the cursor is the next page's offset.
+        """
+        params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+        params["limit"] = limit
+        if self.dialect.cursor_paging:
+            if after:
+                params["after"] = after
+        else:
+            params["offset"] = int(after or 0)
+        body = self._json(self.request("GET", "/contacts", params=params)) or {}
+        page = [c for c in body.get("contacts") or [] if isinstance(c, Mapping)]
+        if self.dialect.cursor_paging:
+            paging = body.get("paging") or {}
+            cursor = (paging.get("cursors") or {}).get("after")
+            return page, (str(cursor) if paging.get("hasMore") and cursor else None)
+        return page, (str(params["offset"] + len(page)) if len(page) >= limit else None)
+
     def iter_contacts(self, **filters: Any) -> Iterator[dict]:
         """Every contact matching `filters` (email, phone, tag, status, segmentID, …)."""
-        params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
-        params["limit"] = CONTACTS_PAGE
-        if not self.dialect.cursor_paging:
-            params["offset"] = 0
+        after: str | None = None
         while True:
-            body = self._json(self.request("GET", "/contacts", params=params)) or {}
-            page = body.get("contacts") or []
+            page, after = self.contacts_page(after, **filters)
             yield from page
-            paging = body.get("paging") or {}
-            if self.dialect.cursor_paging:
-                after = (paging.get("cursors") or {}).get("after")
-                if not paging.get("hasMore") or not after:
-                    return
-                params["after"] = after
-            else:
-                if len(page) < CONTACTS_PAGE:
-                    return
-                params["offset"] += len(page)
+            if after is None:
+                return
 
     def _require_segments(self) -> None:
         if not self.dialect.has_segments:

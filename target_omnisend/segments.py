@@ -42,6 +42,7 @@ __all__ = [
     "SegmentMembership",
     "StreamCompletion",
     "compute_exits",
+    "decide_exits",
     "is_deleted_record",
     "membership_key",
     "plan_exit_actions",
@@ -205,10 +206,17 @@ class SegmentMembership:
         self._records: dict[str, int] = {}
         self._stream_segments: dict[str, dict[str, None]] = {}
 
+    def note_segment(self, stream: str, segment: str) -> None:
+        """Record that the stream named ``segment`` (who was in it is kept elsewhere)."""
+        segments = self._stream_segments.get(stream)
+        if segments is None or segment not in segments:
+            with self._lock:
+                self._stream_segments.setdefault(stream, {})[segment] = None
+
     def saw(self, stream: str, segment: str, key: str, *, deleted: bool = False) -> None:
         """Record that ``key`` is in (or, with ``deleted``, was deleted from) ``segment``."""
+        self.note_segment(stream, segment)
         with self._lock:
-            self._stream_segments.setdefault(stream, {})[segment] = None
             current = self._current.setdefault(segment, set())
             gone = self._deleted.setdefault(segment, set())
             if deleted:
@@ -393,7 +401,7 @@ def compute_exits(
     max_exit_ratio: float = DEFAULT_MAX_EXIT_RATIO,
     protected: Collection[str] = (),
 ) -> ExitDecision:
-    """Decide who leaves a segment, applying every guard (see the module docstring).
+    """Decide who leaves a segment from sets held in memory (see :func:`decide_exits`).
 
     Args:
         previous_members: Members before the run (the store's, else ``GET /contacts?tag=``).
@@ -406,51 +414,99 @@ def compute_exits(
         records_seen: Records the stream delivered this run (live, deleted or rejected).
         max_exit_ratio: Largest share of ``previous_members`` allowed to leave (inclusive).
         protected: Contacts current in another segment of the same run.
+    """
+    previous = set(previous_members)
+    current = set(current_members)
+    absent = previous - current
+    explicit = (set(deleted) & previous) - current
+    others = set(protected)
+    return decide_exits(
+        len(previous),
+        len(absent),
+        len(explicit),
+        lambda: absent,
+        lambda: explicit,
+        snapshot_complete=snapshot_complete,
+        ended_normally=ended_normally,
+        records_seen=records_seen,
+        max_exit_ratio=max_exit_ratio,
+        protected=lambda leaving: leaving & others,
+    )
+
+
+def decide_exits(
+    members_before: int,
+    absent_count: int,
+    explicit_count: int,
+    absent: Callable[[], Iterable[str]],
+    explicit: Callable[[], Iterable[str]],
+    *,
+    snapshot_complete: bool,
+    ended_normally: bool,
+    records_seen: int,
+    max_exit_ratio: float = DEFAULT_MAX_EXIT_RATIO,
+    protected: Callable[[frozenset[str]], Iterable[str]] = lambda _leaving: (),
+) -> ExitDecision:
+    """Decide who leaves a segment, applying every guard (see the module docstring).
+
+    The members are counted first and read only when they may leave, so a caller can keep them
+    on disk (the sync store does): a segment of a million costs the counts, and at most
+    ``max_exit_ratio`` of it is ever held.
+
+    Args:
+        members_before: How many members the segment had before the run.
+        absent_count: How many of them the run did not see live.
+        explicit_count: How many of them the run deleted (``_sdc_deleted_at``) and did not see
+            live after.
+        absent: Reads those absent members.
+        explicit: Reads those deleted members.
+        snapshot_complete: The stream is a full snapshot (absence means leaving).
+        ended_normally: Input reached its end normally (not SIGTERM, not an error).
+        records_seen: Records the stream delivered this run (live, deleted or rejected).
+        max_exit_ratio: Largest share of the members allowed to leave (inclusive).
+        protected: Which of the leaving contacts are current in another segment of the run.
 
     Returns:
         The decision; only members the segment had before the run can leave.
     """
     if max_exit_ratio < 0:
         raise ValueError("max_exit_ratio must be at least 0.")
-    previous = set(previous_members)
     if not ended_normally:
         return ExitDecision(
             frozenset(),
             "the input did not reach a normal end (interrupted or failed): exits are applied "
             "only after a complete run",
-            members_before=len(previous),
+            members_before=members_before,
         )
     if records_seen <= 0:
         return ExitDecision(
             frozenset(),
             "the stream delivered no records: an empty stream never removes anyone",
-            members_before=len(previous),
+            members_before=members_before,
         )
-    current = set(current_members)
-    explicit = (set(deleted) & previous) - current
     reason: str | None = None
     if snapshot_complete:
-        leaving = previous - current
+        count, read = absent_count, absent
     else:
-        leaving = explicit
+        count, read = explicit_count, explicit
         reason = (
             "the stream is not a full snapshot (no ACTIVATE_VERSION and full_segment_snapshot "
             "is off): only explicit deletions (_sdc_deleted_at) are exits"
         )
-    if leaving and len(leaving) / len(previous) > max_exit_ratio:
+    if count and count / members_before > max_exit_ratio:
         return ExitDecision(
             frozenset(),
-            _ratio_message(len(leaving), len(previous), max_exit_ratio),
+            _ratio_message(count, members_before, max_exit_ratio),
             exceeds_ratio=True,
-            members_before=len(previous),
-            would_leave=len(leaving),
+            members_before=members_before,
+            would_leave=count,
         )
-    frozen = frozenset(leaving)
+    leaving = frozenset(read()) if count else frozenset()
     return ExitDecision(
-        frozen,
+        leaving,
         reason,
-        protected=frozen & frozenset(protected),
-        members_before=len(previous),
+        protected=frozenset(protected(leaving)) if leaving else frozenset(),
+        members_before=members_before,
         would_leave=len(leaving),
     )
 

@@ -24,7 +24,7 @@ from target_omnisend.segments import (
     DryRunReport,
     ExitDecision,
     SegmentMembership,
-    compute_exits,
+    decide_exits,
     membership_key,
     plan_exit_actions,
     render_segment_tag,
@@ -40,7 +40,21 @@ from target_omnisend.sync_store import (
     fingerprint,
 )
 
-__all__ = ["ExitTicket", "SegmentRef", "SegmentSync", "SyncSettings", "segment_tags"]
+__all__ = [
+    "ExitTicket",
+    "MemberListing",
+    "PageLister",
+    "SegmentRef",
+    "SegmentSync",
+    "SyncSettings",
+    "segment_tags",
+]
+
+# Lists one page of the contacts carrying a tag: (tag, cursor or None, limit) -> (the email of
+# each contact of the page that has one, how many contacts the page held, the next page's cursor
+# or None after the last page).
+PageLister = Callable[[str, str | None, int], tuple[list[str], int, str | None]]
+LISTING_PAGE = 250
 
 # Reasons that re-send a contact whose segment tags may have drifted: every tag is re-added.
 _RETAG_REASONS = frozenset({SendReason.NEW, SendReason.STALE, SendReason.FULL_RESYNC})
@@ -70,6 +84,7 @@ class SyncSettings:
     resync_after_days: float | None = 7
     send_welcome_message: bool = False
     lowercase_emails: bool = True
+    reconcile_existing_tag: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], api_version: str) -> SyncSettings:
@@ -88,6 +103,7 @@ class SyncSettings:
             resync_after_days=_days(config.get("resync_after_days", 7)),
             send_welcome_message=bool(config.get("send_welcome_message", False)),
             lowercase_emails=bool(config.get("lowercase_emails", True)),
+            reconcile_existing_tag=bool(config.get("reconcile_existing_tag", False)),
         )
         settings.check()
         return settings
@@ -145,6 +161,91 @@ class _Sendable:
     entrant_tags: tuple[str, ...]
 
 
+class MemberListing:
+    """Who carries a segment's tag in Omnisend, for a segment the sync store does not know.
+
+    Runs in a background thread from the moment a run first meets the segment, so it overlaps
+    the upload, and its requests go through the client's pacer with every other request. It
+    probes first (one contact): when nobody carries the tag there is nothing to list. Otherwise
+    each page's emails go to the store with the cursor of the next page, in one transaction, so a
+    run that stopped resumes where it was; a cursor Omnisend no longer accepts starts over.
+    """
+
+    def __init__(
+        self,
+        store: SyncStore,
+        tag: str,
+        lister: PageLister,
+        *,
+        lowercase: bool,
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.tag = tag
+        self.members = 0  # contacts listed (with an email)
+        self.requests = 0
+        self.error: BaseException | None = None
+        self._lister = lister
+        self._lowercase = lowercase
+        self._stop = stop
+        self._thread = threading.Thread(target=self._run, name="omnisend-listing", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._list()
+        except BaseException as error:  # raised again by wait(), in the caller's thread
+            self.error = error
+
+    def _page(self, cursor: str | None, limit: int) -> tuple[list[str], int, str | None]:
+        self.requests += 1
+        emails, size, after = self._lister(self.tag, cursor, limit)
+        if self._lowercase:
+            emails = [email.strip().lower() for email in emails]
+        return emails, size, after
+
+    def _list(self) -> None:
+        from target_omnisend.client import FatalApiError
+
+        known = self.store.listing(self.tag)
+        if known is not None and known.done:
+            self.members = known.members
+            return
+        if known is None:
+            _, size, _ = self._page(None, 1)
+            if not size:  # nobody carries the tag: nothing to list, nothing to report
+                return
+            self.store.start_listing(self.tag)
+        cursor = None if known is None else known.cursor
+        restarted = known is None or cursor is None
+        while not self._stop.is_set():
+            try:
+                emails, _, after = self._page(cursor, LISTING_PAGE)
+            except FatalApiError:
+                if restarted:
+                    raise
+                restarted, cursor = True, None  # an old cursor refused: list from the start
+                self.store.start_listing(self.tag)
+                continue
+            state = self.store.add_listed(self.tag, emails, after, done=after is None)
+            self.members = state.members
+            if after is None:
+                return
+            cursor = after
+
+    @property
+    def done(self) -> bool:
+        """True once the thread ended (listed, nothing to list, stopped or failed)."""
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Wait for the listing (a signal still reaches the main thread); re-raise its error."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+        if self.error is not None:
+            raise self.error
+
+
 class SegmentSync:
     """Segments, change-only sends and exits for one run (thread-safe).
 
@@ -168,11 +269,14 @@ class SegmentSync:
         self.settings = settings
         self.dry_run = dry_run
         self.logger = logger
-        self.membership = SegmentMembership()
-        # Under `keep` nobody is taken out of Omnisend, so the run need not remember who it saw
-        # (about 200 bytes per member: 200 MB for a million) and the store keeps every member
-        # tagged, exactly as Omnisend does.
+        self.membership = SegmentMembership()  # streams, their segments and record counts
+        # Under `keep` nobody is taken out of Omnisend, so the run need not remember who it saw,
+        # and the store keeps every member tagged, exactly as Omnisend does. Otherwise who the
+        # run saw goes to the store's run tables (on disk), not to memory.
         self.tracks_exits = settings.on_segment_exit != "keep"
+        self.stop = threading.Event()  # set on SIGTERM: listings end at their next page
+        self._lister: PageLister | None = None
+        self._listings: dict[str, MemberListing] = {}
         self._live_segments: set[str] = set()
         self.report = DryRunReport()
         self._lock = threading.Lock()
@@ -194,6 +298,8 @@ class SegmentSync:
             except BaseException:
                 self.store.close()
                 raise
+        if self.tracks_exits and self.store is not None:
+            self.store.begin_run_members()
         self.stats: dict[str, int] = {
             "unchanged_skipped": 0,
             "segment_entrants": 0,
@@ -201,6 +307,10 @@ class SegmentSync:
             "exits_unsubscribed": 0,
             "segments_created": 0,
         }
+
+    def set_member_lister(self, lister: PageLister) -> None:
+        """How to list a tag's members in Omnisend (for segments the store does not know)."""
+        self._lister = lister
 
     # -- records --------------------------------------------------------------------------
 
@@ -219,9 +329,38 @@ class SegmentSync:
                 )
                 self._refs[(stream, name)] = ref
                 if self.store is not None and ref.key not in self._known_before:
-                    self._known_before[ref.key] = self.store.knows_segment(ref.key)
+                    self._meet_segment(ref)
             refs.append(ref)
         return refs
+
+    def _meet_segment(self, ref: SegmentRef) -> None:
+        """The run's first record of a segment: does the store know its members?
+
+        A segment the store does not know (a first run, a lost store) whose tag contacts may
+        carry in Omnisend is listed in the background; so is one whose listing an earlier run
+        began (the store's members then are only those that run tagged).
+        """
+        assert self.store is not None
+        with self._lock:
+            if ref.key in self._known_before:
+                return
+            listing = self.store.listing(ref.key)
+            known = self.store.knows_segment(ref.key) and listing is None
+            self._known_before[ref.key] = known
+            if known or not self.tracks_exits or ref.tag is None or self._lister is None:
+                return
+            self._listings[ref.key] = MemberListing(
+                self.store,
+                ref.tag,
+                self._lister,
+                lowercase=self.settings.lowercase_emails,
+                stop=self.stop,
+            )
+
+    @property
+    def listing_requests(self) -> int:
+        """Requests the member listings made so far."""
+        return sum(listing.requests for listing in list(self._listings.values()))
 
     def count_record(self, stream: str, count: int = 1) -> None:
         """Records arrived: a snapshot is complete only if ACTIVATE_VERSION follows them.
@@ -237,11 +376,14 @@ class SegmentSync:
         self, stream: str, refs: Sequence[SegmentRef], key: str, *, deleted: bool = False
     ) -> None:
         """A record put (or, deleted, took) contact `key` in these segments."""
+        store = self.store if self.tracks_exits else None
         for ref in refs:
             if not deleted and ref.key not in self._live_segments:
                 self._live_segments.add(ref.key)
             if self.tracks_exits:
-                self.membership.saw(stream, ref.key, key, deleted=deleted)
+                self.membership.note_segment(stream, ref.key)
+                if store is not None:
+                    store.saw(ref.key, key, deleted)
 
     def mark_snapshot(self, stream: str) -> None:
         """The tap sent ACTIVATE_VERSION: the stream so far is a full snapshot.
@@ -390,14 +532,13 @@ class SegmentSync:
 
     # -- end of run -----------------------------------------------------------------------
 
-    def plan_exits(
-        self, contact_lister: Callable[[str], set[str]] | None
-    ) -> list[tuple[str, str, ExitDecision]]:
-        """Decide every segment's exits at a normal end of input.
+    def plan_exits(self) -> list[tuple[str, str, ExitDecision]]:
+        """Decide every segment's exits at a clean end of input.
 
-        Args:
-            contact_lister: Lists the contacts carrying a tag in Omnisend (used when the store
-                does not know a segment and exits would change something); None to skip.
+        This run's members are complete now (on disk); each segment's members before the run are
+        the store's. For a segment the store did not know, its listing is awaited: with
+        ``reconcile_existing_tag`` the contacts it found count as members too; without, those
+        absent from the run only get counted and reported (this target never tagged them).
 
         Returns:
             (stream, membership key, decision) for each segment of each stream that ran.
@@ -405,24 +546,56 @@ class SegmentSync:
         decisions: list[tuple[str, str, ExitDecision]] = []
         if not self.tracks_exits:
             return decisions
+        store = self.store
+        if store is not None:
+            store.complete_run_members()
         for stream in self.membership.streams():
             keys = dict.fromkeys(self.membership.segments_of_stream(stream))
-            if self.store is not None:
-                keys.update(dict.fromkeys(self.store.segments_of_stream(stream)))
+            if store is not None:
+                keys.update(dict.fromkeys(store.segments_of_stream(stream)))
             for segment_key in keys:
-                previous = self._previous_members(segment_key, contact_lister)
-                decision = compute_exits(
-                    previous,
-                    self.membership.current(segment_key),
-                    self.membership.deleted(segment_key),
-                    snapshot_complete=self._is_snapshot(stream),
-                    ended_normally=True,
-                    records_seen=self.membership.records_seen(stream),
-                    max_exit_ratio=self.settings.max_exit_ratio,
-                    protected=self.membership.in_other_segments(segment_key),
-                )
+                decision = self._decide(stream, segment_key)
                 decisions.append((stream, segment_key, self._protect(segment_key, decision)))
         return decisions
+
+    def _decide(self, stream: str, segment_key: str) -> ExitDecision:
+        store = self.store
+        guards = {
+            "snapshot_complete": self._is_snapshot(stream),
+            "records_seen": self.membership.records_seen(stream),
+            "max_exit_ratio": self.settings.max_exit_ratio,
+        }
+        if store is None:  # a dry run without a store: nobody was a member before
+            return decide_exits(0, 0, 0, list, list, ended_normally=True, **guards)  # type: ignore[arg-type]
+        listing = self._listings.get(segment_key)
+        listed = False
+        if listing is not None:
+            listing.wait()
+            listed = bool(listing.members) and self.settings.reconcile_existing_tag
+        counts = store.exit_counts(segment_key, listed=listed)
+        decision = decide_exits(
+            counts.members_before,
+            counts.absent,
+            counts.explicit,
+            lambda: store.absent_members(segment_key, listed=listed),
+            lambda: store.deleted_members(segment_key, listed=listed),
+            ended_normally=store.run_members_complete,
+            protected=lambda leaving: store.live_elsewhere(segment_key, leaving),
+            **guards,  # type: ignore[arg-type]
+        )
+        if listing is not None and listing.members and not listed:
+            kept = store.listed_absent(segment_key)
+            with self._lock:
+                self.stats["tagged_absent_kept"] = self.stats.get("tagged_absent_kept", 0) + kept
+            if kept:
+                self.logger.info(
+                    "Segment %r: %d contacts carry its tag in Omnisend but are absent from this "
+                    "run; this target never tagged them, so they keep it (set "
+                    "reconcile_existing_tag: true to remove it from them).",
+                    segment_key,
+                    kept,
+                )
+        return decision
 
     def _protect(self, segment_key: str, decision: ExitDecision) -> ExitDecision:
         """Also protect from unsubscribing leavers the store knows in another segment.
@@ -435,22 +608,6 @@ class SegmentSync:
             return decision
         elsewhere = self.store.members_elsewhere(segment_key, unprotected)
         return replace(decision, protected=decision.protected | frozenset(elsewhere))
-
-    def _previous_members(
-        self, segment_key: str, contact_lister: Callable[[str], set[str]] | None
-    ) -> set[str]:
-        known = self._known_before.get(segment_key)
-        if known is None:
-            known = self.store is not None and self.store.knows_segment(segment_key)
-        if known and self.store is not None:
-            return self.store.members(segment_key)
-        tag = segment_key if self.settings.tags_enabled else None
-        if tag is None or contact_lister is None:
-            return set()
-        members = contact_lister(tag)
-        if self.settings.lowercase_emails:
-            members = {member.strip().lower() for member in members}
-        return members
 
     def exit_actions(self, segment_key: str, decision: ExitDecision) -> Any:
         """The actions for a decision under `on_segment_exit` (no tag removal on v5)."""
@@ -479,6 +636,8 @@ class SegmentSync:
         if self.dry_run or self.store is None:
             return
         self.store.remove_members(segment_key, leaving)
+        if segment_key in self._listings or self.store.listing(segment_key) is not None:
+            self.store.drop_listing(segment_key)  # the store knows the segment from now on
 
     def register_segments(self) -> None:
         """Remember which segments each stream named (so vanished ones are checked later)."""

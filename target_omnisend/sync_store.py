@@ -10,6 +10,13 @@ tables, both keyed by brand so one file can serve several Omnisend accounts:
   (``segment_tag`` is the segment's membership key: its tag, see ``segments.membership_key``).
 - ``segments(brand, segment_tag, stream, segment, registered_at)``: which stream each segment came
   from, so a segment that vanished from its stream is still checked for exits.
+- ``run_seen(brand, segment_tag, email_key, deleted)`` and ``run_latest``: who this run saw in
+  each segment (appended in record order; at a clean end of input each contact's latest row is
+  kept, keyed). A million members cost the run no memory; the set counts only once complete.
+  Dry runs keep these two tables in a temporary database attached to the read-only store.
+- ``listings(brand, segment_tag, cursor, members, done, started_at)`` and ``listed_members``: the
+  contacts Omnisend reports carrying the tag of a segment the store did not know, listed page by
+  page; a run that stopped resumes from ``cursor``.
 
 Rules the callers rely on:
 
@@ -31,6 +38,7 @@ Rules the callers rely on:
 - Thread-safe: one connection guarded by a lock.
 """
 
+# ruff: noqa: S608  (SQL built from this module's own schema and table names; values are bound)
 from __future__ import annotations
 
 import contextlib
@@ -44,13 +52,15 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 __all__ = [
     "DEFAULT_SYNC_STATE_PATH",
     "SCHEMA_VERSION",
+    "ExitCounts",
+    "Listing",
     "SendReason",
     "SyncStore",
     "SyncStoreError",
@@ -61,10 +71,11 @@ __all__ = [
 
 DEFAULT_SYNC_STATE_PATH = ".target-omnisend/sync.sqlite"
 # 2: memberships without the (brand, email_key) index, which doubled the cost of every insert;
-# 3: the pending tables. An older store is upgraded when a run opens it for writing; dry runs read
-# it as it is (reads never touch the pending tables).
-SCHEMA_VERSION = 3
-_READABLE_VERSIONS = (1, 2, 3)
+# 3: the pending tables; 4: this run's members on disk, and member listings (_MIGRATIONS). An older
+# store is upgraded when a run opens it for writing; dry runs read it as it is (reads never touch
+# the pending tables, and a dry run keeps its run tables in a temporary database).
+SCHEMA_VERSION = 4
+_READABLE_VERSIONS = (1, 2, 3, 4)
 SECONDS_PER_DAY = 86_400.0
 # Keys per lookup query (passed as one JSON array).
 _QUERY_CHUNK = 5000
@@ -112,6 +123,62 @@ CREATE TABLE IF NOT EXISTS segments (
     PRIMARY KEY (brand, segment_tag)
 ) WITHOUT ROWID;
 """
+
+# What each version adds to the one before, applied in order (a store at version 3 gets 4, ...).
+# Nothing here rewrites a table an older version wrote: contacts and memberships stay as they were.
+_RUN_TABLES = """
+CREATE TABLE IF NOT EXISTS {schema}.run_seen (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    deleted INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.run_latest (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (brand, segment_tag, email_key)
+) WITHOUT ROWID;
+"""
+_MIGRATIONS = {
+    4: _RUN_TABLES.format(schema="main")
+    + """
+CREATE TABLE IF NOT EXISTS listings (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    cursor TEXT,
+    members INTEGER NOT NULL,
+    done INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    PRIMARY KEY (brand, segment_tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listed_members (
+    brand TEXT NOT NULL,
+    segment_tag TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    PRIMARY KEY (brand, segment_tag, email_key)
+) WITHOUT ROWID;
+""",
+}
+# Rows per append of this run's members (one transaction).
+_SEEN_FLUSH_ROWS = 20_000
+
+
+class Listing(NamedTuple):
+    """A member listing of one segment tag: where it stands."""
+
+    cursor: str | None  # where the next page starts (None: at the first page)
+    members: int  # members listed so far
+    done: bool
+
+
+class ExitCounts(NamedTuple):
+    """A segment's members before the run and those this run did not see live."""
+
+    members_before: int
+    absent: int  # previous members not seen live this run
+    explicit: int  # previous members this run deleted (``_sdc_deleted_at``), not seen live after
 
 
 # The last confirmation of a key wins (SQLite takes bare columns from the max(rowid) row); a
@@ -266,6 +333,9 @@ class SyncStore:
         self._lock_fd: int | None = None
         self._merge_every = merge_every
         self._pending_rows = 0  # confirmations appended since the last merge
+        self._run = "run" if read_only else "main"  # the schema of this run's member tables
+        self._seen: list[tuple[str, str, str, int]] = []  # members seen, not yet appended
+        self._run_complete = False
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"No sync store at {self.path}.")
@@ -311,6 +381,9 @@ class SyncStore:
         if self.read_only:
             if version not in _READABLE_VERSIONS:
                 raise _NotInitialised(f"The sync store {self.path} is not initialised.")
+            conn.execute("ATTACH DATABASE '' AS run")  # a private temporary file
+            for statement in _statements(_RUN_TABLES.format(schema="run")):
+                conn.execute(statement)
             return
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -320,8 +393,12 @@ class SyncStore:
         conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
-            for statement in filter(None, (part.strip() for part in _SCHEMA.split(";"))):
-                conn.execute(statement)
+            if version < 3:
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+            for step in range(max(version, 3) + 1, SCHEMA_VERSION + 1):
+                for statement in _statements(_MIGRATIONS[step]):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         # A run that died before closing the store left confirmations pending: merge them now.
@@ -353,8 +430,9 @@ class SyncStore:
                 self.merge_pending()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        if self.read_only:
+    def _transaction(self, *, run_tables: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``run_tables``: only this run's tables, allowed in dry runs)."""
+        if self.read_only and not run_tables:
             raise SyncStoreError("The sync store is open read-only (dry run): no writes.")
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -661,6 +739,221 @@ class SyncStore:
                 [(self.brand, segment_tag, key, since) for key in wanted - current],
             )
 
+    # -- this run's members ----------------------------------------------------------------
+
+    def begin_run_members(self) -> None:
+        """Forget the members an earlier run saw: its set was used, or never complete."""
+        with self._lock:
+            self._seen.clear()
+            self._run_complete = False
+            with self._transaction(run_tables=True) as conn:
+                conn.execute(f"DELETE FROM {self._run}.run_seen WHERE brand = ?", (self.brand,))
+                conn.execute(f"DELETE FROM {self._run}.run_latest WHERE brand = ?", (self.brand,))
+
+    def saw(self, segment_tag: str, key: str, deleted: bool) -> None:
+        """This run saw ``key`` live in (or, ``deleted``, deleted from) the segment."""
+        with self._lock:
+            self._seen.append((self.brand, segment_tag, key, int(deleted)))
+            if len(self._seen) >= _SEEN_FLUSH_ROWS:
+                self._flush_seen()
+
+    def _flush_seen(self) -> None:
+        with self._lock:
+            rows, self._seen = self._seen, []
+            if not rows:
+                return
+            with self._transaction(run_tables=True) as conn:
+                conn.executemany(
+                    f"INSERT INTO {self._run}.run_seen (brand, segment_tag, email_key, deleted) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+
+    def complete_run_members(self) -> None:
+        """The input ended cleanly: the set is complete; keep each contact's latest row."""
+        with self._lock:
+            self._flush_seen()
+            self.merge_pending()  # exits compare with every membership confirmed so far
+            with self._transaction(run_tables=True) as conn:
+                run = self._run
+                conn.execute(f"DELETE FROM {run}.run_latest WHERE brand = ?", (self.brand,))
+                conn.execute(
+                    f"INSERT INTO {run}.run_latest (brand, segment_tag, email_key, deleted) "
+                    "SELECT brand, segment_tag, email_key, deleted FROM (SELECT brand, "
+                    f"segment_tag, email_key, deleted, max(rowid) FROM {run}.run_seen "
+                    "WHERE brand = ? GROUP BY segment_tag, email_key) "
+                    "ORDER BY segment_tag, email_key",
+                    (self.brand,),
+                )
+                conn.execute(f"DELETE FROM {run}.run_seen WHERE brand = ?", (self.brand,))
+            self._run_complete = True
+
+    @property
+    def run_members_complete(self) -> bool:
+        """True once :meth:`complete_run_members` ran (a clean end of input)."""
+        return self._run_complete
+
+    def _previous(self, listed: bool) -> str:
+        """The members before the run: the store's, and with ``listed`` the listing's too."""
+        if not listed:
+            return "SELECT email_key FROM memberships WHERE brand = :brand AND segment_tag = :tag"
+        return (
+            "SELECT email_key FROM memberships WHERE brand = :brand AND segment_tag = :tag "
+            "UNION SELECT email_key FROM listed_members WHERE brand = :brand AND segment_tag = :tag"
+        )
+
+    def _absent_sql(self, what: str, listed: bool) -> str:
+        return (
+            f"SELECT {what} FROM ({self._previous(listed)}) AS p WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{self._run}.run_latest AS r WHERE r.brand = :brand AND r.segment_tag = :tag "
+            "AND r.email_key = p.email_key AND r.deleted = 0)"
+        )
+
+    def _explicit_sql(self, what: str, listed: bool) -> str:
+        return (
+            f"SELECT {what} FROM {self._run}.run_latest AS r WHERE r.brand = :brand "
+            "AND r.segment_tag = :tag AND r.deleted = 1 AND r.email_key IN "
+            f"({self._previous(listed)})"
+        )
+
+    def exit_counts(self, segment_tag: str, *, listed: bool = False) -> ExitCounts:
+        """How many members the segment had, and how many of them this run did not see live.
+
+        ``listed``: count the members a listing found (``reconcile_existing_tag``) as members.
+        """
+        self._require_complete()
+        names = {"brand": self.brand, "tag": segment_tag}
+        with self._lock:
+            conn = self._conn
+            (before,) = conn.execute(
+                f"SELECT count(*) FROM ({self._previous(listed)})", names
+            ).fetchone()
+            (absent,) = conn.execute(self._absent_sql("count(*)", listed), names).fetchone()
+            (explicit,) = conn.execute(self._explicit_sql("count(*)", listed), names).fetchone()
+        return ExitCounts(int(before), int(absent), int(explicit))
+
+    def absent_members(self, segment_tag: str, *, listed: bool = False) -> list[str]:
+        """The segment's previous members this run did not see live (sorted)."""
+        self._require_complete()
+        names = {"brand": self.brand, "tag": segment_tag}
+        with self._lock:
+            rows = self._conn.execute(
+                self._absent_sql("p.email_key", listed) + " ORDER BY 1", names
+            )
+            return [key for (key,) in rows]
+
+    def deleted_members(self, segment_tag: str, *, listed: bool = False) -> list[str]:
+        """The segment's previous members this run deleted and did not see live after (sorted)."""
+        self._require_complete()
+        names = {"brand": self.brand, "tag": segment_tag}
+        with self._lock:
+            rows = self._conn.execute(
+                self._explicit_sql("r.email_key", listed) + " ORDER BY 1", names
+            )
+            return [key for (key,) in rows]
+
+    def live_elsewhere(self, segment_tag: str, keys: Iterable[str]) -> set[str]:
+        """The ``keys`` this run saw live in a segment other than ``segment_tag``."""
+        self._require_complete()
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._lock:
+            others = [
+                tag
+                for (tag,) in self._conn.execute(
+                    f"SELECT DISTINCT segment_tag FROM {self._run}.run_latest WHERE brand = ?",
+                    (self.brand,),
+                )
+                if tag != segment_tag
+            ]
+            for other in others:
+                for chunk in _chunks(wanted):
+                    rows = self._conn.execute(
+                        f"SELECT email_key FROM {self._run}.run_latest WHERE brand = ? "
+                        "AND segment_tag = ? AND deleted = 0 "
+                        "AND email_key IN (SELECT value FROM json_each(?))",
+                        (self.brand, other, json.dumps(list(chunk))),
+                    )
+                    found.update(key for (key,) in rows)
+        return found
+
+    def _require_complete(self) -> None:
+        if not self._run_complete:
+            raise SyncStoreError(
+                "This run's members are complete only after a clean end of input; no exit is "
+                "computed from a partial set."
+            )
+
+    # -- member listings -------------------------------------------------------------------
+
+    def listing(self, segment_tag: str) -> Listing | None:
+        """Where the listing of the segment's tag stands, or None when none was started."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT cursor, members, done FROM listings WHERE brand = ? AND segment_tag = ?",
+                (self.brand, segment_tag),
+            ).fetchone()
+        return None if row is None else Listing(row[0], int(row[1]), bool(row[2]))
+
+    def start_listing(self, segment_tag: str, *, now: float | None = None) -> None:
+        """Begin (or begin again) listing the tag's members from the first page."""
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM listed_members WHERE brand = ? AND segment_tag = ?",
+                (self.brand, segment_tag),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO listings (brand, segment_tag, cursor, members, done, "
+                "started_at) VALUES (?, ?, NULL, 0, 0, ?)",
+                (self.brand, segment_tag, time.time() if now is None else now),
+            )
+
+    def add_listed(
+        self, segment_tag: str, keys: Iterable[str], cursor: str | None, *, done: bool
+    ) -> Listing:
+        """Record one listed page and where the next starts, in one transaction."""
+        rows = [(self.brand, segment_tag, key) for key in keys]
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO listed_members (brand, segment_tag, email_key) "
+                "VALUES (?, ?, ?)",
+                rows,
+            )
+            (members,) = conn.execute(
+                "SELECT count(*) FROM listed_members WHERE brand = ? AND segment_tag = ?",
+                (self.brand, segment_tag),
+            ).fetchone()
+            conn.execute(
+                "UPDATE listings SET cursor = ?, members = ?, done = ? "
+                "WHERE brand = ? AND segment_tag = ?",
+                (cursor, members, int(done), self.brand, segment_tag),
+            )
+        return Listing(cursor, int(members), done)
+
+    def drop_listing(self, segment_tag: str) -> None:
+        """Forget a listing once its segment's exits are done (the store knows the segment)."""
+        with self._transaction() as conn:
+            for table in ("listings", "listed_members"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE brand = ? AND segment_tag = ?",
+                    (self.brand, segment_tag),
+                )
+
+    def listed_absent(self, segment_tag: str) -> int:
+        """Listed contacts this run did not see live and the store never knew as members."""
+        self._require_complete()
+        names = {"brand": self.brand, "tag": segment_tag}
+        with self._lock:
+            (count,) = self._conn.execute(
+                "SELECT count(*) FROM listed_members AS p WHERE p.brand = :brand "
+                "AND p.segment_tag = :tag AND NOT EXISTS (SELECT 1 FROM memberships AS m "
+                "WHERE m.brand = :brand AND m.segment_tag = :tag AND m.email_key = p.email_key) "
+                f"AND NOT EXISTS (SELECT 1 FROM {self._run}.run_latest AS r WHERE r.brand = "
+                ":brand AND r.segment_tag = :tag AND r.email_key = p.email_key AND r.deleted = 0)",
+                names,
+            ).fetchone()
+        return int(count)
+
     # -- segment registry ------------------------------------------------------------------
 
     def register_segments(
@@ -715,6 +1008,10 @@ class SyncStore:
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
         return f"SyncStore(path={str(self.path)!r}, brand={self.brand!r}, {mode})"
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def _read_holder(fd: int) -> str:

@@ -76,6 +76,14 @@ class RunFailed(RuntimeError):
     """The run cannot end successfully (records unaccounted, reject ratio exceeded)."""
 
 
+class EndPhaseStopped(Exception):
+    """SIGTERM/SIGINT arrived while the run was ending (raised by the signal handler)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped on signal {signum}")
+        self.signum = signum
+
+
 def _utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -234,6 +242,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Seconds to wait for an HTTP response before retrying.",
     ),
     th.Property(
+        "max_retry_seconds",
+        th.NumberType(exclusive_minimum=0),
+        default=120,
+        description=(
+            "Longest time one request keeps retrying after its first failure (5xx, timeouts, "
+            "dropped connections) before the run fails, naming it."
+        ),
+    ),
+    th.Property(
         "max_batches_in_flight",
         th.IntegerType(minimum=1),
         default=64,
@@ -340,6 +357,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "reconcile_existing_tag",
+        th.BooleanType,
+        default=False,
+        description=(
+            "When the sync store does not know a segment but contacts already carry its tag in "
+            "Omnisend, count them as members: those absent from a full snapshot lose the tag. "
+            "Off: they keep it and the run reports how many there are."
+        ),
+    ),
+    th.Property(
         "sync_state_path",
         th.StringType,
         default=DEFAULT_SYNC_STATE_PATH,
@@ -420,6 +447,10 @@ class TargetOmnisend(Target):
         self._finishing = False  # the end-of-input STATE waits for the final checks
         self._busy = 0
         self._terminate_requested: int | None = None
+        # What the end of the run is doing (None while records are read): a signal then stops it.
+        self._end_phase: str | None = None
+        self._stop_signal: int | None = None
+        self._end_phase_when_stopped: str | None = None
         self._state_withheld_logged = False
         self._untaggable_warned = False
         self._sync: SegmentSync | None = None
@@ -476,6 +507,7 @@ class TargetOmnisend(Target):
                     max_requests_per_minute=int(self.config.get("max_requests_per_minute", 400)),
                     request_timeout=float(self.config.get("request_timeout", 10)),
                     logger=self.logger,
+                    max_retry_seconds=float(self.config.get("max_retry_seconds", 120)),
                 )
             return self._client
 
@@ -505,7 +537,21 @@ class TargetOmnisend(Target):
                     dry_run=self.dry_run,
                     logger=self.logger,
                 )
+                if not self.dry_run:
+                    self._sync.set_member_lister(self._list_tagged_page)
             return self._sync
+
+    def _list_tagged_page(
+        self, tag: str, cursor: str | None, limit: int
+    ) -> tuple[list[str], int, str | None]:
+        """One page of the contacts carrying `tag` in Omnisend: their emails, the page's size."""
+        from target_omnisend.client import identifiers_of
+
+        if cursor is None and limit > 1:
+            self.logger.info("The sync store does not know segment %r: listing its members.", tag)
+        page, after = self.client.contacts_page(cursor, limit, tag=tag)
+        emails = [i for contact in page for i in identifiers_of(contact) if "@" in i]
+        return emails, len(page), after
 
     @property
     def batch_limit(self) -> int:
@@ -884,13 +930,16 @@ class TargetOmnisend(Target):
 
     def process_endofpipe(self) -> None:
         """Drain every sink, wait for every batch, account for every record, then write STATE."""
-        self._busy += 1  # a SIGTERM now only asks for what is already happening
+        self._busy += 1  # a SIGTERM now stops the end phases (_handle_termination)
         self._finishing = True
         self._ended_normally = True
         try:
+            self._end_phase = "sending the last records"
             self._stop_mapping_worker()  # the reader handed back every line it took
             super().process_endofpipe()
             self._finish()
+        except EndPhaseStopped as stopped:
+            self._stopped_while_ending(stopped.signum)
         finally:
             self._busy -= 1
 
@@ -899,18 +948,22 @@ class TargetOmnisend(Target):
             return
         self._finished = True
         try:
+            self._end_phase = "waiting for the last batches"
             if self._pipeline is not None:
                 self._pipeline.wait_all()
+            self._end_phase = "adding tags"
             self.flush_tags()
             self._check_accounting()
             if self._sync is not None:
                 self._end_segments()
+            self._end_phase = "writing the final STATE"
             self._check_reject_ratio()
             with self._state_lock:
                 pending, self._pending_state = self._pending_state, None
             if pending is not None and not self.dry_run and self.max_records is None:
                 self._emit_state(pending[0])
         finally:
+            self._end_phase = None  # closing is quick: a signal now waits for it
             self._close_files()
             if self._sync is not None:
                 self.summary.add_section("segments", self._sync.stats)
@@ -938,6 +991,7 @@ class TargetOmnisend(Target):
         self._apply_exits(sync)
         sync.register_segments()
         if sync.settings.create_segments and not self.dry_run:
+            self._end_phase = "creating segments"
             for tag in sync.segment_tags_with_members():
                 segment_id = self.client.find_or_create_segment(tag, tag)
                 sync.stats["segments_created"] += 1
@@ -971,8 +1025,10 @@ class TargetOmnisend(Target):
 
     def _apply_exits(self, sync: SegmentSync) -> None:
         refused: list[str] = []
-        lister = None if self.dry_run else self._contacts_tagged
-        for stream, segment_key, decision in sync.plan_exits(lister):
+        self._end_phase = "deciding segment exits (member listings)"
+        decisions = sync.plan_exits()
+        self._end_phase = "applying segment exits"
+        for stream, segment_key, decision in decisions:
             if decision.exceeds_ratio:
                 refused.append(
                     f"segment {segment_key!r} of stream {stream!r}: {decision.skipped_reason}"
@@ -1011,18 +1067,6 @@ class TargetOmnisend(Target):
                 + " No STATE was written."
             )
 
-    def _contacts_tagged(self, tag: str) -> set[str]:
-        """Emails of the contacts carrying `tag` in Omnisend (when the store cannot tell)."""
-        from target_omnisend.client import identifiers_of
-
-        self.logger.info("The sync store does not know segment %r: listing its members.", tag)
-        return {
-            identifier
-            for contact in self.client.iter_contacts(tag=tag)
-            for identifier in identifiers_of(contact)
-            if "@" in identifier
-        }
-
     def _client_stats(self) -> dict[str, Any] | None:
         """The client's request counters as a dict (None when nothing was sent)."""
         if self._client is None:
@@ -1058,21 +1102,79 @@ class TargetOmnisend(Target):
         self.dry_run_writer.close()
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM/SIGINT: finish in-flight batches, write state for confirmed records, exit."""
+        """SIGTERM/SIGINT: finish in-flight batches, write state for confirmed records, exit.
+
+        While the run is ending (waiting for batches, listing members, tag calls, exits) there
+        is nothing left to finish that is worth waiting for: the phase stops at once
+        (:meth:`_stopped_while_ending`).
+        """
+        if self._end_phase is not None and self._stop_signal is None:
+            self.logger.info(
+                "Received termination signal %d while %s: stopping now.", signum, self._end_phase
+            )
+            self._stop_signal = signum
+            self._end_phase_when_stopped = self._end_phase
+            if self._client is not None:
+                self._client.stop()  # requests of every thread end, retries too
+            if self._sync is not None:
+                self._sync.stop.set()
+            raise EndPhaseStopped(signum)
         self.logger.info("Received termination signal %d: finishing in-flight batches.", signum)
         if self._busy:
             self._terminate_requested = signum
             return
         self._terminate(signum)
 
+    def _stopped_while_ending(self, signum: int) -> None:
+        """A signal stopped an end phase: no (further) exits; STATE only for what was confirmed.
+
+        The latest pending STATE is written only if every batch before it is accounted for and
+        no tag for its contacts waits unsent; otherwise none is, and the next run replays.
+        """
+        phase = self._end_phase_when_stopped or "ending"
+        self._end_phase = None
+        written = False
+        with self._state_lock:
+            pending, self._pending_state = self._pending_state, None
+        with self._tag_lock:
+            tags_waiting = any(self._tag_buffers.values())
+        confirmed = (
+            pending is not None
+            and self._failure is None
+            and not tags_waiting
+            and (self._pipeline is None or self._pipeline.completed_through(pending[1]))
+        )
+        if confirmed and pending is not None and not self.dry_run and self.max_records is None:
+            self._emit_state(pending[0])
+            written = True
+        if not self._finished:
+            self._finished = True
+            self._close_files()
+            self.summary.log_final(self._client_stats())
+        if self._sync is not None:
+            self._sync.close()
+        self.logger.error(
+            "Stopped on signal %d while %s: segment exits not yet applied were not applied "
+            "(the next complete run applies them); %s",
+            signum,
+            phase,
+            "STATE written for what Omnisend confirmed."
+            if written
+            else "no STATE written: the next run replays what was not confirmed.",
+        )
+        sys.exit(0 if written or pending is None else 1)
+
     def _terminate(self, signum: int) -> None:
         self._terminate_requested = None
         self._busy += 1
         self._finishing = True
         try:
+            self._end_phase = "finishing in-flight batches"
             self._stop_mapping_worker()  # lines it holds were never staged: not read, no STATE
             self.drain_all(is_endofpipe=True)
             self._finish()
+        except EndPhaseStopped as stopped:
+            self._stopped_while_ending(stopped.signum)
         except Exception as error:  # reported as one line; no STATE was written
             self.logger.error("Stopped on signal %d: %s", signum, error)
             sys.exit(1)
@@ -1084,12 +1186,12 @@ class TargetOmnisend(Target):
     @classmethod
     def invoke(cls, **kwargs: Any) -> None:  # type: ignore[override]
         """Run the target; known failures end as one log line and exit code 1 (no traceback)."""
-        from target_omnisend.client import FatalApiError
+        from target_omnisend.client import OmnisendError
 
         try:
             super().invoke(**kwargs)
         except (
-            FatalApiError,
+            OmnisendError,
             RunFailed,
             MappingConfigError,
             SyncStoreError,

@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from target_omnisend.client import (
     FatalApiError,
     OmnisendClient,
     PayloadTooLargeError,
+    RequestStopped,
     TransientApiError,
     encode_json,
     shared_pacer,
@@ -508,3 +510,54 @@ def test_stats_count_by_endpoint_and_status(sandbox: Any) -> None:
     assert stats["requests"] == 4 == sandbox.dump()["requests_total"]
     assert stats["polls"] == 3
     assert (stats["retries"], stats["responses_429"]) == (0, 0)
+
+
+def test_retries_of_a_dead_server_end_within_max_retry_seconds() -> None:
+    """Nothing listens: however many retries are left, the request gives up in bounded time."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = OmnisendClient(
+        new_key(), api_url=f"http://127.0.0.1:{port}/api", max_retries=1000,
+        backoff_base=0.05, backoff_cap=0.2, max_retry_seconds=1.0,
+    )  # fmt: skip
+    began = time.monotonic()
+    with pytest.raises(TransientApiError, match="max_retry_seconds") as caught:
+        client.contacts_page(tag="segment: vip")
+    assert time.monotonic() - began < 3
+    assert "within 1 s" in str(caught.value)
+
+
+def test_a_stopped_client_sends_nothing_and_ends_its_retries(
+    sandbox_factory: Callable[..., Any],
+) -> None:
+    sandbox = sandbox_factory(error_rate=1.0)
+    client = make_client(sandbox, max_retries=1000, backoff_base=0.5, backoff_cap=5.0)
+    threading.Timer(0.3, client.stop).start()
+    began = time.monotonic()
+    with pytest.raises(RequestStopped):
+        client.contacts_page(tag="segment: vip")  # retrying 500s when the stop comes
+    assert time.monotonic() - began < 3
+    requests_made = client.stats.requests
+    with pytest.raises(RequestStopped):
+        client.contacts_page()
+    assert client.stats.requests == requests_made
+
+
+def test_contacts_pages_follow_cursors_and_offsets(sandbox: Any) -> None:
+    for version in VERSIONS:
+        client = make_client(sandbox, version)
+        client.submit_batch([contact_item(e, version) for e in emails(7, f"page{version}")])
+    wait = time.monotonic() + 10
+    while len(sandbox.dump()["contacts"]) < 14 and time.monotonic() < wait:
+        time.sleep(0.05)
+    for version in VERSIONS:
+        client = make_client(sandbox, version)
+        seen, after = [], None
+        while True:
+            page, after = client.contacts_page(after, limit=3)
+            seen += page
+            if after is None:
+                break
+        assert len(seen) == 14
+        assert len(list(client.iter_contacts())) == 14

@@ -7,7 +7,9 @@ what the sandbox holds (tags, statuses, batches received), never what the target
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,15 @@ import pytest
 from target_omnisend.client import OmnisendClient
 from target_omnisend.sandbox.handle import accepted_tag_calls
 from target_omnisend.sync_store import SyncStore, brand_id
-from tests.helpers import run_cli
+from target_omnisend.target import summary_from_log_line
+from tests.helpers import EXECUTABLE, run_cli, write_config
 from tests.test_cli_e2e import (
     API_KEY,
     base_config,
     contacts_by_email,
     email_status,
     state_lines,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -253,15 +257,60 @@ def test_an_unchanged_rerun_makes_no_contact_writes(
     assert items_received(sandbox) == items + 1 + 60
 
 
-def test_without_a_store_exits_rebuild_membership_from_omnisend(
+def contacts_requests(sandbox: Any) -> int:
+    """GET /contacts requests the sandbox answered (probes and listing pages)."""
+    return sum((sandbox.dump()["requests"].get("GET /api/contacts") or {}).values())
+
+
+def final_summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    summaries = [summary_from_log_line(line) for line in result.stderr.splitlines()]
+    found = [s for s in summaries if s is not None]
+    assert found, result.stderr[-2000:]
+    return dict(found[-1])
+
+
+def test_a_first_run_probes_an_unknown_segment_and_lists_nobody(
     sandbox: Any, tmp_path: Path, config: dict[str, Any]
 ) -> None:
     config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
-    members = people("ann", "bob", "cy", "dee")
-    ok(run(config, singer_input(members), tmp_path))
+    ok(run(config, singer_input(people("ann", "bob")), tmp_path))
+    assert contacts_requests(sandbox) == 1  # the probe (limit=1) found nobody: no listing
+    ok(run(config, singer_input(people("ann")), tmp_path))
+    assert contacts_requests(sandbox) == 1  # the store knows the segment now
+    assert tagged(sandbox) == set(people("ann"))
+
+
+def test_without_a_store_contacts_tagged_before_keep_the_tag_and_are_counted(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
+    ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
     for path in tmp_path.glob("sync.sqlite*"):  # a new machine
         path.unlink()
+    result = ok(run(config, singer_input(people("ann", "bob", "cy")), tmp_path))
+    assert tagged(sandbox) == set(people("ann", "bob", "cy", "dee"))  # dee was never ours
+    assert final_summary(result)["segments"]["tagged_absent_kept"] == 1
+    assert "1 contacts carry its tag in Omnisend but are absent" in result.stderr
+    assert contacts_requests(sandbox) == 2 + 1  # two probes, one page of members
+    ok(run(config, singer_input(people("ann", "bob")), tmp_path))  # cy leaves; dee stays
+    assert tagged(sandbox) == set(people("ann", "bob", "dee"))
+    assert contacts_requests(sandbox) == 3
+
+
+def test_reconcile_existing_tag_untags_contacts_tagged_before(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
+    ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
+    for path in tmp_path.glob("sync.sqlite*"):  # a new machine
+        path.unlink()
+    config.update(reconcile_existing_tag=True)
     ok(run(config, singer_input(people("ann", "bob", "cy")), tmp_path))
+    assert tagged(sandbox) == set(people("ann", "bob", "cy"))
+    config.update(max_exit_ratio=0.2)  # the backstop still holds: 1 of 3 would be a third
+    refused = run(config, singer_input(people("ann", "bob")), tmp_path)
+    assert refused.returncode == 1
+    assert "max_exit_ratio" in refused.stderr
     assert tagged(sandbox) == set(people("ann", "bob", "cy"))
 
 
@@ -343,3 +392,67 @@ def test_a_second_run_for_the_same_brand_fails_fast(
     assert "Another target-omnisend run for this brand" in result.stderr
     assert "Traceback" not in result.stderr
     assert sandbox.dump()["contacts"] == []
+
+
+def start_target(config: dict[str, Any], text: str, cwd: Path) -> subprocess.Popen[str]:
+    """The target reading ``text`` to its end (stdin closed), running on."""
+    process = subprocess.Popen(
+        [EXECUTABLE, "--config", str(write_config(config, cwd))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    assert process.stdin is not None
+    process.stdin.write(text)
+    process.stdin.close()
+    process.stdin = None  # communicate() must not flush it
+    return process
+
+
+def stop_and_time(process: subprocess.Popen[str]) -> tuple[float, str, str]:
+    """SIGTERM; seconds until the target exited, its stdout and stderr."""
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    return time.monotonic() - began, stdout, stderr
+
+
+def test_sigterm_while_waiting_for_the_last_batches_stops_within_seconds(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    sandbox.configure(batch_processing_delay=300)  # the batch never finishes during the test
+    config.update(on_segment_exit="remove_tag")
+    process = start_target(config, singer_input(people("ann", "bob")), tmp_path)
+    wait_for(lambda: sandbox.dump()["batches"], timeout=30)
+    time.sleep(0.5)  # the input is read: the target waits for its batch
+    seconds, stdout, stderr = stop_and_time(process)
+    assert seconds < 10, stderr[-2000:]
+    assert process.returncode == 1  # nothing was confirmed: no STATE
+    assert state_lines(stdout) == []
+    assert "Stopped on signal 15 while waiting for the last batches" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_sigterm_during_the_end_of_a_run_with_a_listing_applies_no_exit(
+    sandbox: Any, tmp_path: Path, config: dict[str, Any]
+) -> None:
+    """Contacts tagged elsewhere are listed at 6 requests a minute: the run is still ending."""
+    for n in range(2000):
+        body = {"identifiers": [{"type": "email", "id": f"old{n}@example.com"}], "tags": [TAG]}
+        sandbox.state.store.upsert(body, "2026", sandbox.settings)
+    config.update(
+        on_segment_exit="remove_tag", reconcile_existing_tag=True, max_exit_ratio=1.0,
+        max_requests_per_minute=6,
+    )  # fmt: skip
+    process = start_target(config, singer_input(people("ann")), tmp_path)
+    wait_for(lambda: contacts_requests(sandbox) >= 2, timeout=30)  # the probe, then a page
+    time.sleep(1.0)
+    seconds, _, stderr = stop_and_time(process)
+    assert seconds < 10, stderr[-2000:]
+    assert "Stopped on signal 15 while" in stderr
+    assert "Traceback" not in stderr
+    removals = [op for op in sandbox.dump()["tag_operations"] if op["action"] == "remove"]
+    assert removals == []
+    assert len(tagged(sandbox)) >= 2000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,53 @@ def test_fingerprints_taken_at_mapping_time_are_the_ones_select_takes(tmp_path: 
     tampered, _ = sync.select("vip", [(ann, refs)], {ann.key: "f" * 32})
     assert tampered[0].print_ == "f" * 32  # a given fingerprint is used, not recomputed
     sync.close()
+
+
+# -- member listings ------------------------------------------------------------------------------
+
+
+class _Pages:
+    """A tag's members served in pages of ``limit``, cursors being offsets; may fail once."""
+
+    def __init__(self, members: list[str], fail_at: str | None = None) -> None:
+        self.members = members
+        self.fail_at = fail_at
+        self.calls: list[tuple[str | None, int]] = []
+
+    def __call__(
+        self, tag: str, cursor: str | None, limit: int
+    ) -> tuple[list[str], int, str | None]:
+        self.calls.append((cursor, limit))
+        if cursor is not None and cursor == self.fail_at:
+            self.fail_at = None
+            raise RuntimeError("the run died here")
+        start = int(cursor or 0)
+        page = self.members[start : start + limit]
+        after = start + limit
+        return page, len(page), (str(after) if after < len(self.members) else None)
+
+
+def test_a_listing_probes_then_lists_and_resumes_after_a_crash(tmp_path: Path) -> None:
+    from target_omnisend.sync import LISTING_PAGE, MemberListing
+    from target_omnisend.sync_store import SyncStore
+
+    members = [f"Member{n}@X.io" for n in range(3 * LISTING_PAGE + 10)]
+    with SyncStore(tmp_path / "s.sqlite", "brand-a") as store:
+        nobody = MemberListing(store, "t", _Pages([]), lowercase=True, stop=threading.Event())
+        nobody.wait()
+        assert (nobody.members, nobody.requests, store.listing("t")) == (0, 1, None)
+        pages = _Pages(members, fail_at=str(2 * LISTING_PAGE))
+        crashed = MemberListing(store, "t", pages, lowercase=True, stop=threading.Event())
+        with pytest.raises(RuntimeError, match="died"):
+            crashed.wait()
+        assert store.listing("t") == (str(2 * LISTING_PAGE), 2 * LISTING_PAGE, False)
+        resumed = MemberListing(store, "t", pages, lowercase=True, stop=threading.Event())
+        resumed.wait()
+        assert pages.calls[-3:-1] == [(str(2 * LISTING_PAGE), LISTING_PAGE)] * 2  # failed, resumed
+        assert resumed.members == len(members)
+        assert store.listing("t") == (None, len(members), True)
+        store.begin_run_members()
+        store.complete_run_members()
+        assert store.listed_absent("t") == len(members)
+        assert store.exit_counts("t", listed=True).members_before == len(members)
+        assert store.absent_members("t", listed=True)[0] == "member0@x.io"  # lower-cased

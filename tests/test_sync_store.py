@@ -591,3 +591,114 @@ def test_sigkill_releases_the_lock(db_path: Path):
     holder.stdin.close()
     assert holder.stdout is not None
     holder.stdout.close()
+
+
+# -- schema 4: this run's members on disk, member listings ---------------------------------------
+
+# The schema-3 store exactly as the landed code (86debcb) created it, and rows as it wrote them.
+SCHEMA_3 = """
+CREATE TABLE contacts (brand TEXT NOT NULL, email_key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    confirmed_at REAL NOT NULL, PRIMARY KEY (brand, email_key)) WITHOUT ROWID;
+CREATE TABLE memberships (brand TEXT NOT NULL, segment_tag TEXT NOT NULL, email_key TEXT NOT NULL,
+    since REAL NOT NULL, PRIMARY KEY (brand, segment_tag, email_key)) WITHOUT ROWID;
+CREATE TABLE pending_contacts (brand TEXT NOT NULL, email_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, confirmed_at REAL NOT NULL);
+CREATE TABLE pending_memberships (brand TEXT NOT NULL, segment_tag TEXT NOT NULL,
+    email_key TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE segments (brand TEXT NOT NULL, segment_tag TEXT NOT NULL, stream TEXT NOT NULL,
+    segment TEXT NOT NULL, registered_at REAL NOT NULL, PRIMARY KEY (brand, segment_tag))
+    WITHOUT ROWID;
+INSERT INTO contacts VALUES ('brand-a', 'a@x.io', 'fa', 1799990000.0),
+    ('brand-a', 'b@x.io', 'fb', 1799990000.0);
+INSERT INTO memberships VALUES ('brand-a', 'segment: vip', 'a@x.io', 1.0),
+    ('brand-a', 'segment: vip', 'b@x.io', 1.0);
+INSERT INTO pending_contacts VALUES ('brand-a', 'c@x.io', 'fc', 1799990000.0);
+INSERT INTO pending_memberships VALUES ('brand-a', 'segment: vip', 'c@x.io', 2.0);
+INSERT INTO segments VALUES ('brand-a', 'segment: vip', 'crm', 'vip', 1.0);
+PRAGMA user_version = 3;
+"""
+
+
+def test_a_schema_3_store_upgrades_without_resends_lost_members_or_listings(db_path: Path):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(SCHEMA_3)
+    dry = SyncStore.open_for_dry_run(db_path, "brand-a")  # a dry run reads it as it is
+    assert dry is not None
+    assert dry.members("segment: vip") == {"a@x.io", "b@x.io"}
+    dry.close()
+    with SyncStore(db_path, "brand-a") as upgraded:
+        reasons = upgraded.classify([("a@x.io", "fa"), ("b@x.io", "fb"), ("c@x.io", "fc")], now=NOW)
+        assert set(reasons.values()) == {SendReason.UNCHANGED}  # no mass re-send
+        assert upgraded.members("segment: vip") == {"a@x.io", "b@x.io", "c@x.io"}
+        assert upgraded.knows_segment("segment: vip")
+        assert upgraded.listing("segment: vip") is None  # so no member listing is started
+        assert upgraded.segments_of_stream("crm") == {"segment: vip": "vip"}
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+def _seen(store: SyncStore, segment: str, *keys: str, deleted: bool = False) -> None:
+    for key in keys:
+        store.saw(segment, key, deleted)
+
+
+def test_run_members_on_disk_decide_absent_and_deleted_members(store: SyncStore):
+    store.add_members("segment: vip", ["a@x.io", "b@x.io", "c@x.io", "d@x.io"], now=NOW)
+    store.add_members("segment: new", ["d@x.io"], now=NOW)
+    store.begin_run_members()
+    _seen(store, "segment: vip", "a@x.io", "b@x.io", "e@x.io")
+    _seen(store, "segment: vip", "b@x.io", deleted=True)  # the latest row of a contact wins
+    _seen(store, "segment: vip", "c@x.io", deleted=True)
+    _seen(store, "segment: vip", "c@x.io")  # deleted, then live again: stays
+    _seen(store, "segment: new", "d@x.io", "b@x.io")
+    with pytest.raises(SyncStoreError, match="clean end of input"):
+        store.exit_counts("segment: vip")
+    store.complete_run_members()
+    assert store.exit_counts("segment: vip") == (4, 2, 1)  # before, absent (b, d), explicit (b)
+    assert store.absent_members("segment: vip") == ["b@x.io", "d@x.io"]
+    assert store.deleted_members("segment: vip") == ["b@x.io"]
+    assert store.live_elsewhere("segment: vip", ["b@x.io", "d@x.io", "a@x.io"]) == {
+        "b@x.io",
+        "d@x.io",
+    }
+    store.begin_run_members()  # the next run starts from nothing
+    assert not store.run_members_complete
+    store.complete_run_members()
+    assert store.exit_counts("segment: vip") == (4, 4, 0)
+
+
+def test_run_members_flush_in_appends_and_a_dry_run_keeps_them_apart(db_path: Path):
+    keys = [f"m{n}@x.io" for n in range(45_000)]  # more than two appends
+    with SyncStore(db_path, "brand-a") as store:
+        store.add_members("segment: vip", keys[:44_000], now=NOW)
+    dry = SyncStore.open_for_dry_run(db_path, "brand-a")
+    assert dry is not None
+    dry.begin_run_members()
+    for key in keys[1000:]:
+        dry.saw("segment: vip", key, False)
+    dry.complete_run_members()
+    assert dry.exit_counts("segment: vip") == (44_000, 1000, 0)
+    assert dry.absent_members("segment: vip") == sorted(keys[:1000])
+    dry.close()
+    with sqlite3.connect(db_path) as conn:  # nothing of the dry run reached the store's file
+        assert conn.execute("SELECT count(*) FROM run_seen").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM run_latest").fetchone()[0] == 0
+
+
+def test_a_listing_resumes_where_it_stopped_and_counts_the_untagged_absent(store: SyncStore):
+    assert store.listing("segment: vip") is None
+    store.start_listing("segment: vip", now=NOW)
+    store.add_listed("segment: vip", ["a@x.io", "b@x.io"], "cursor-2", done=False)
+    assert store.listing("segment: vip") == ("cursor-2", 2, False)
+    store.add_listed("segment: vip", ["b@x.io", "c@x.io"], None, done=True)
+    assert store.listing("segment: vip") == (None, 3, True)
+    store.add_members("segment: vip", ["c@x.io"], now=NOW)  # tagged by this target
+    store.begin_run_members()
+    store.saw("segment: vip", "a@x.io", False)
+    store.complete_run_members()
+    assert store.listed_absent("segment: vip") == 1  # b: tagged elsewhere, absent; c is ours
+    assert store.exit_counts("segment: vip") == (1, 1, 0)
+    assert store.exit_counts("segment: vip", listed=True) == (3, 2, 0)
+    store.drop_listing("segment: vip")
+    assert store.listing("segment: vip") is None
