@@ -30,6 +30,7 @@ import json
 import math
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,9 @@ def exits_on(
         )
         after_first = sandbox.settled_dump()
         sandbox.configure(time_scale=rerun_time_scale)
+        # The sandbox's windows still hold the first run's requests, and at the re-run's scale a
+        # window is longer: let one pass, so the re-run starts with the brand's budget unspent.
+        time.sleep(60.0 / rerun_time_scale)
         second_run, second_summary = run_target(
             config("second", rerun_time_scale), rerun_path, workdir, "second"
         )

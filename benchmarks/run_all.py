@@ -27,7 +27,7 @@ from typing import Any
 import bench_lib
 import end_to_end
 
-BENCHMARKS = ("e2e", "throughput", "memory", "rerun")
+BENCHMARKS = ("e2e", "throughput", "memory", "rerun", "exits")
 DEFAULT_OUTPUT = bench_lib.BENCH_DIR / "results" / "latest.json"
 
 
@@ -41,6 +41,9 @@ class Sizes:
     e2e: dict[str, tuple[int, float]] = field(default_factory=dict)  # version: (records, scale)
     rerun_records: int = 10_000
     rerun_time_scale: float = 10.0
+    # Exits on: sizes, the first run's time scale, the re-run's (5% left: removals only).
+    exits_sizes: list[int] = field(default_factory=lambda: [100_000])
+    exits_time_scales: tuple[float, float] = (10.0, 1.0)
 
 
 PROFILES = {
@@ -51,6 +54,8 @@ PROFILES = {
         e2e={"2026-03-15": (300, 20.0), "v5": (300, 20.0)},
         rerun_records=200,
         rerun_time_scale=20.0,
+        exits_sizes=[300],
+        exits_time_scales=(20.0, 20.0),
     ),
     "default": Sizes(
         throughput_records=100_000,
@@ -69,6 +74,7 @@ PROFILES = {
         e2e={"2026-03-15": (200_000, 10.0), "v5": (1_000_000, 1.0)},
         rerun_records=100_000,
         rerun_time_scale=10.0,
+        exits_sizes=[100_000, 1_000_000],
     ),
 }
 
@@ -111,6 +117,12 @@ def run_benchmarks(sizes: Sizes, only: set[str], workdir: Path) -> dict[str, Any
         jobs["rerun"] = lambda: end_to_end.rerun(
             sizes.rerun_records, sizes.rerun_time_scale, workdir
         )
+    if "exits" in only:
+        first_scale, rerun_scale = sizes.exits_time_scales
+        for records in sizes.exits_sizes:
+            jobs[f"exits_{records}"] = lambda n=records: end_to_end.exits_on(
+                n, first_scale, rerun_scale, workdir
+            )
     results: dict[str, Any] = {}
     for name, job in jobs.items():
         print(f"… {name}", file=sys.stderr, flush=True)
@@ -178,6 +190,39 @@ def _rerun_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [(label, measured, "0 contact writes", _met(result["met"]))]
 
 
+def _exits_rows(result: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    records = result["records"]
+    runs = []
+    for key, name in (("first_run", "first run"), ("rerun_5pc_left", "re-run, 5% left")):
+        run = result[key]
+        runs.append(
+            f"{name} (time scale {run['time_scale']:g}): wall {run['wall_seconds']:.1f} s / "
+            f"floor {run['floor_seconds']:.1f} s = {run['wall_over_floor']:.2f}x, "
+            f"{run['contacts_get_requests']} GET /contacts, 429s {run['responses_429']}"
+        )
+    measured = (
+        "; ".join(runs)
+        + f"; {result['leavers']:,} leavers, {result['contacts_tagged_wrongly_after_rerun']} "
+        "contacts tagged wrongly"
+    )
+    label = f"1. end to end, exits on (remove_tag, {records:,} rec)"
+    rows = [(label, measured, "each <=1.10x its floor, every exit applied", _met(result["met"]))]
+    reference = results.get("exits_100000")
+    peak = result["peak_rss_with_worker_mb"]
+    ratio = None
+    if reference and "error" not in reference and records != 100_000:
+        ratio = peak / reference["peak_rss_with_worker_mb"]
+    memory_met = peak <= 200 and (ratio is None or ratio <= 1.1)
+    figure = f"peak RSS (main + mapping worker) {peak:.0f} MB" + (
+        f"; {ratio:.2f}x the 100k figure" if ratio is not None else ""
+    )
+    rows.append(
+        (f"3. memory, exits on ({records:,} rec, end to end)", figure, "<=200 MB, 1M <=1.1x 100k",
+         _met(memory_met))
+    )  # fmt: skip
+    return rows
+
+
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """One row per benchmark: label, measured, goal, met."""
     rows: list[tuple[str, str, str, str]] = []
@@ -192,6 +237,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.extend(_memory_rows(result))
         elif name == "rerun":
             rows.extend(_rerun_rows(result))
+        elif name.startswith("exits_"):
+            rows.extend(_exits_rows(result, results))
     return rows
 
 
