@@ -834,21 +834,17 @@ class SyncStore:
 
     def absent_members(self, segment_tag: str, *, listed: bool = False) -> list[str]:
         """The segment's previous members this run did not see live (sorted)."""
-        self._require_complete()
-        names = {"brand": self.brand, "tag": segment_tag}
-        with self._lock:
-            rows = self._conn.execute(
-                self._absent_sql("p.email_key", listed) + " ORDER BY 1", names
-            )
-            return [key for (key,) in rows]
+        return self._keys(self._absent_sql("p.email_key", listed), segment_tag)
 
     def deleted_members(self, segment_tag: str, *, listed: bool = False) -> list[str]:
         """The segment's previous members this run deleted and did not see live after (sorted)."""
+        return self._keys(self._explicit_sql("r.email_key", listed), segment_tag)
+
+    def _keys(self, query: str, segment_tag: str) -> list[str]:
         self._require_complete()
-        names = {"brand": self.brand, "tag": segment_tag}
         with self._lock:
             rows = self._conn.execute(
-                self._explicit_sql("r.email_key", listed) + " ORDER BY 1", names
+                query + " ORDER BY 1", {"brand": self.brand, "tag": segment_tag}
             )
             return [key for (key,) in rows]
 

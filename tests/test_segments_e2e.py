@@ -280,13 +280,18 @@ def test_a_first_run_probes_an_unknown_segment_and_lists_nobody(
     assert tagged(sandbox) == set(people("ann"))
 
 
+def load_then_lose_the_store(config: dict[str, Any], tmp_path: Path) -> None:
+    """ann, bob, cy and dee carry the tag; the store that knew it is gone (a new machine)."""
+    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
+    ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
+    for path in tmp_path.glob("sync.sqlite*"):
+        path.unlink()
+
+
 def test_without_a_store_contacts_tagged_before_keep_the_tag_and_are_counted(
     sandbox: Any, tmp_path: Path, config: dict[str, Any]
 ) -> None:
-    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
-    ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
-    for path in tmp_path.glob("sync.sqlite*"):  # a new machine
-        path.unlink()
+    load_then_lose_the_store(config, tmp_path)
     result = ok(run(config, singer_input(people("ann", "bob", "cy")), tmp_path))
     assert tagged(sandbox) == set(people("ann", "bob", "cy", "dee"))  # dee was never ours
     assert final_summary(result)["segments"]["tagged_absent_kept"] == 1
@@ -300,10 +305,7 @@ def test_without_a_store_contacts_tagged_before_keep_the_tag_and_are_counted(
 def test_reconcile_existing_tag_untags_contacts_tagged_before(
     sandbox: Any, tmp_path: Path, config: dict[str, Any]
 ) -> None:
-    config.update(on_segment_exit="remove_tag", max_exit_ratio=0.5)
-    ok(run(config, singer_input(people("ann", "bob", "cy", "dee")), tmp_path))
-    for path in tmp_path.glob("sync.sqlite*"):  # a new machine
-        path.unlink()
+    load_then_lose_the_store(config, tmp_path)
     config.update(reconcile_existing_tag=True)
     ok(run(config, singer_input(people("ann", "bob", "cy")), tmp_path))
     assert tagged(sandbox) == set(people("ann", "bob", "cy"))
