@@ -13,6 +13,7 @@ payload or tags are off, when the contact was confirmed).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -572,13 +573,28 @@ class SegmentSync:
         if listing is not None:
             listing.wait()
             listed = bool(listing.members) and self.settings.reconcile_existing_tag
-        counts = store.exit_counts(segment_key, listed=listed)
+        # Leavers are read once, and no more of them than may leave: one more means too many,
+        # and only then are they all counted (for the message). A million members cost one pass.
+        before = store.members_before(segment_key, listed=listed)
+        cap = math.floor(self.settings.max_exit_ratio * before)
+        found = {
+            name: read(segment_key, listed=listed, at_most=cap)
+            for name, read in (
+                ("absent", store.absent_members),
+                ("explicit", store.deleted_members),
+            )
+        }
+        if any(len(keys) > cap for keys in found.values()):
+            counts = store.exit_counts(segment_key, listed=listed)
+            absent_count, explicit_count = counts.absent, counts.explicit
+        else:
+            absent_count, explicit_count = len(found["absent"]), len(found["explicit"])
         decision = decide_exits(
-            counts.members_before,
-            counts.absent,
-            counts.explicit,
-            lambda: store.absent_members(segment_key, listed=listed),
-            lambda: store.deleted_members(segment_key, listed=listed),
+            before,
+            absent_count,
+            explicit_count,
+            lambda: found["absent"],
+            lambda: found["explicit"],
             ended_normally=store.run_members_complete,
             protected=lambda leaving: store.live_elsewhere(segment_key, leaving),
             **guards,  # type: ignore[arg-type]

@@ -832,19 +832,36 @@ class SyncStore:
             (explicit,) = conn.execute(self._explicit_sql("count(*)", listed), names).fetchone()
         return ExitCounts(int(before), int(absent), int(explicit))
 
-    def absent_members(self, segment_tag: str, *, listed: bool = False) -> list[str]:
-        """The segment's previous members this run did not see live (sorted)."""
-        return self._keys(self._absent_sql("p.email_key", listed), segment_tag)
+    def members_before(self, segment_tag: str, *, listed: bool = False) -> int:
+        """How many members the segment had before the run (see :meth:`exit_counts`)."""
+        with self._lock:
+            (before,) = self._conn.execute(
+                f"SELECT count(*) FROM ({self._previous(listed)})",
+                {"brand": self.brand, "tag": segment_tag},
+            ).fetchone()
+        return int(before)
 
-    def deleted_members(self, segment_tag: str, *, listed: bool = False) -> list[str]:
+    def absent_members(
+        self, segment_tag: str, *, listed: bool = False, at_most: int | None = None
+    ) -> list[str]:
+        """The segment's previous members this run did not see live (sorted).
+
+        ``at_most``: read no more than this many plus one (one more says "too many").
+        """
+        return self._keys(self._absent_sql("p.email_key", listed), segment_tag, at_most)
+
+    def deleted_members(
+        self, segment_tag: str, *, listed: bool = False, at_most: int | None = None
+    ) -> list[str]:
         """The segment's previous members this run deleted and did not see live after (sorted)."""
-        return self._keys(self._explicit_sql("r.email_key", listed), segment_tag)
+        return self._keys(self._explicit_sql("r.email_key", listed), segment_tag, at_most)
 
-    def _keys(self, query: str, segment_tag: str) -> list[str]:
+    def _keys(self, query: str, segment_tag: str, at_most: int | None) -> list[str]:
         self._require_complete()
+        limit = "" if at_most is None else f" LIMIT {int(at_most) + 1}"
         with self._lock:
             rows = self._conn.execute(
-                query + " ORDER BY 1", {"brand": self.brand, "tag": segment_tag}
+                query + " ORDER BY 1" + limit, {"brand": self.brand, "tag": segment_tag}
             )
             return [key for (key,) in rows]
 
