@@ -11,7 +11,8 @@
 4. Re-run: the same input twice against one sandbox with a sync store (`sync_state_path`); the
    contact writes (batch items submitted) of the second run. Goal: 0.
 Exits on (`exits`): 2026 with `on_segment_exit: remove_tag` and `full_segment_snapshot`, two
-   segments (the generator's two streams): a first run (the store and the sandbox empty: each
+   segments (the generator's two streams, each closed by an ACTIVATE_VERSION as a full-table
+   tap sends it): a first run (the store and the sandbox empty: each
    segment costs one probe, no listing), then a re-run at time scale S2 where every 20th record is
    gone (5% left). Each run's floor counts its GET /contacts requests with the contact batches;
    the re-run's tag calls are the removals (per segment, ceil(leavers / 250)). Goals: each run
@@ -229,20 +230,36 @@ def end_to_end(api_version: str, records: int, time_scale: float, workdir: Path)
     }
 
 
-def _without_every_20th_record(source: Path, target: Path) -> list[str]:
-    """Copy the input leaving out every 20th record; the emails left out (lower-cased)."""
+def _snapshot_copy(source: Path, target: Path, drop_every: int | None = None) -> list[str]:
+    """Copy the input as a full-table tap sends it: each stream closed by an ACTIVATE_VERSION.
+
+    Without that sign (or ``snapshot_size_field``) the last stream of an input could be one the
+    tap died in, so nobody would leave it. ``drop_every``: leave out every n-th record. Returns
+    the emails left out (lower-cased).
+    """
     left: list[str] = []
     count = 0
+    stream: str | None = None
+
+    def close(out: Any) -> None:
+        if stream is not None:
+            activate = {"type": "ACTIVATE_VERSION", "stream": stream, "version": 1}
+            out.write(json.dumps(activate) + "\n")
+
     with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
         for line in lines:
-            if line.startswith('{"type":"RECORD"'):
+            if line.startswith('{"type":"SCHEMA"'):
+                close(out)
+                stream = json.loads(line)["stream"]
+            elif line.startswith('{"type":"RECORD"'):
                 count += 1
-                if count % 20 == 0:
+                if drop_every and count % drop_every == 0:
                     email = json.loads(line)["record"].get("email")
                     if isinstance(email, str):
                         left.append(email.strip().lower())
                     continue
             out.write(line)
+        close(out)
     return left
 
 
@@ -297,9 +314,10 @@ def exits_on(
     """Exits on: a first run and a re-run where 5% left, with remove_tag (see the docstring)."""
     workdir = workdir / f"exits-{records}"
     workdir.mkdir(parents=True, exist_ok=True)
-    input_path = local.input_file(records, workdir.parent)
+    input_path = workdir / "profiles.singer"
+    _snapshot_copy(local.input_file(records, workdir.parent), input_path)
     rerun_path = workdir / "profiles-5pc-left.singer"
-    left = set(_without_every_20th_record(input_path, rerun_path))
+    left = set(_snapshot_copy(local.input_file(records, workdir.parent), rerun_path, 20))
     store = workdir / "sync.sqlite"
     expected = generate.expected(records)
 
