@@ -138,6 +138,8 @@ def print_sandbox(dump: dict[str, Any]) -> None:
     tags = Counter(tag for contact in contacts for tag in contact.get("tags") or ())
     print(f"\n--- the sandbox holds {len(contacts)} contacts")
     print(f"  requests: {dump.get('requests_total', 0)} (429s: {dump.get('rate_limited', 0)})")
+    if not contacts:  # a dry run sends nothing: no statuses, no sample rows to show
+        return
     segment_tags = {tag: n for tag, n in tags.items() if tag.startswith(SEGMENT_TAG_PREFIX)}
     print("  contacts per segment tag:")
     for tag, count in sorted(segment_tags.items()) or [("(no segment tags)", 0)]:
@@ -163,6 +165,22 @@ def print_sandbox(dump: dict[str, Any]) -> None:
         tier = (contact.get("customProperties") or {}).get("loyalty_tier", "-")
         shown_tags = ", ".join(sorted(contact.get("tags") or ()))
         print(f"    {email:<22} {phone:<16} {name:<18} {country:<8} {tier:<9} {shown_tags}")
+
+
+def print_outputs(summaries: list[dict[str, Any]]) -> None:
+    """Where the runs' files went: dry-run payloads, rejected records."""
+    dry_run_files = [s["dry_run_file"] for s in summaries if s.get("dry_run_file")]
+    if dry_run_files:
+        print("\nDry run: nothing was sent; the would-be payloads are in")
+        for path in dry_run_files:
+            print(f"  {_shown_path(path)}")
+    if any(summary.get("rejected") for summary in summaries):
+        print(f"\nRejected records are in {ROOT / '.target-omnisend'} (Singer messages, 0600).")
+
+
+def _shown_path(path: str) -> str:
+    """A path the target logged (relative to the project, where Meltano runs it)."""
+    return str(ROOT / path) if not Path(path).is_absolute() else path
 
 
 def _dry_run() -> bool:
@@ -191,12 +209,13 @@ def run_demo() -> None:
                 [meltano, "--log-format=json", "--environment=dev", "run", "--full-refresh", JOB],
                 env,
             )
-        print_summaries(find_summaries(output))
+        summaries = find_summaries(output)
+        print_summaries(summaries)
         dump = sandbox.settled_dump()
         print_sandbox(dump)
         if not dump.get("contacts") and not _dry_run():
             raise DemoError("the job finished but the sandbox holds no contacts")
-        print(f"\nRejected records are in {ROOT / '.target-omnisend'} (Singer messages, 0600).")
+        print_outputs(summaries)
     finally:
         sandbox.stop()
         print("==> sandbox stopped")

@@ -65,6 +65,26 @@ class SlidingWindowPacer:
         with self._lock:
             return max(0.0, self._delay(self._clock()))
 
+    def seconds_for(self, count: int) -> float:
+        """Seconds until `count` more starts can have happened, at best (records nothing).
+
+        Starts as early as the window allows, counting the starts it holds now (and a pause):
+        the floor a progress line's ETA uses.
+        """
+        if count <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._delay(now)  # drops starts that left the window
+            first = max(now, self._paused_until)
+            starts = list(self._starts)
+        limit, window = self.limit, self.window
+        last = first
+        for _ in range(count):
+            last = max(first, starts[-limit] + window) if len(starts) >= limit else first
+            starts.append(last)
+        return last - now
+
     def try_acquire(self) -> float:
         """Record a start if one fits now; return 0.0, else the seconds to wait first."""
         with self._lock:

@@ -36,6 +36,7 @@ from target_omnisend.client import (
 __all__ = [
     "BatchPipeline",
     "BatchResult",
+    "PipelineProgress",
     "Rejection",
     "UnaccountedBatchError",
     "encode_payload",
@@ -60,6 +61,15 @@ def encode_payload(contact: Any) -> bytes | None:
 
 class UnaccountedBatchError(FatalApiError):
     """A batch (or some of its contacts) could not be accounted for: the run must fail."""
+
+
+class PipelineProgress(NamedTuple):
+    """Batches submitted and not finished, chunks waiting for the pacer, results undelivered."""
+
+    at_omnisend: int
+    waiting_to_send: int
+    results_to_deliver: int
+    latency: float  # seconds from submit to seen finished, as learned so far
 
 
 class Rejection(NamedTuple):
@@ -218,6 +228,16 @@ class BatchPipeline:
         """Batches submitted (or being submitted) and not yet accounted for."""
         with self._lock:
             return len(self._outstanding) + self._reserved
+
+    def progress(self) -> PipelineProgress:
+        """Where the batches are, for the progress line."""
+        with self._lock:
+            return PipelineProgress(
+                at_omnisend=len(self._outstanding),
+                waiting_to_send=len(self._ready),
+                results_to_deliver=self._backlog,
+                latency=self._latency,
+            )
 
     # -- submitting -------------------------------------------------------------------------------
 

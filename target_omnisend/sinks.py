@@ -20,6 +20,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_omnisend.dry_run import encode_payload_line
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
+from target_omnisend.mapping_checks import check_status_values, unmapped_consent_columns
 from target_omnisend.mapping_worker import EncodedPayload, Outcome
 from target_omnisend.pipeline import NOT_UTF8, encode_payload
 from target_omnisend.reader import JSON_DECODER, decode_line
@@ -159,6 +160,11 @@ class ContactSink(BatchSink):
         matched = ", ".join(f"{name} ← {path}" for name, path in self.plan.matched.items())
         self.logger.info("Stream %r maps: %s", self.stream_name, matched or "nothing")
         for warning in self.plan.warnings:
+            self.logger.warning("%s", warning)
+        check_status_values(self._target.config, self.plan.matched, self.stream_name, self.schema)
+        for warning in unmapped_consent_columns(
+            self.schema, self.plan.matched, self._target.config, self.stream_name
+        ):
             self.logger.warning("%s", warning)
         self._warn_about_consent()
         if not {"email", "phone"} & set(self.plan.matched):
@@ -452,6 +458,8 @@ class ContactSink(BatchSink):
         accepted = list(accepted)
         target = self._target
         target.summary.add_accepted(len(accepted))
+        if target.tags_inline():
+            target.summary.add_contacts_with_tags(sum(1 for contact in accepted if contact.tags))
         items = [ticket.items[contact.key] for contact in accepted if contact.key in ticket.items]
         self._sync.confirmed(items)
         self._enter_segments(items, ticket.refs, sent=True)

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["SUMMARY_PREFIX", "RunSummary", "mask_email", "mask_phone"]
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "SUMMARY_PREFIX",
+    "Progress",
+    "ProgressTicker",
+    "RunSummary",
+    "format_progress",
+    "mask_email",
+    "mask_phone",
+]
 
 SUMMARY_PREFIX = "target-omnisend summary: "
+PROGRESS_INTERVAL = 10.0  # seconds between progress lines, from the first record to the end
 
 
 def mask_email(email: str | None) -> str:
@@ -38,7 +49,7 @@ def mask_phone(phone: str | None) -> str:
 
 
 class RunSummary:
-    """Thread-safe counters for one run, with a progress line every `progress_interval` s.
+    """Thread-safe counters for one run and its final summary (progress: `ProgressTicker`).
 
     Every record read ends in exactly one of: `accepted` (Omnisend confirmed the contact),
     `rejected` (in the rejects file, by reason) or `duplicates_merged` (a later record with the
@@ -48,16 +59,18 @@ class RunSummary:
     def __init__(
         self,
         logger: logging.Logger,
-        progress_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        tags_inline: bool = False,
     ) -> None:
-        """Start the clock."""
+        """Start the clock; `tags_inline`: tags travel in the payload (v5), not by tag calls."""
         self._logger = logger
         self._clock = clock
-        self._interval = progress_interval
         self._started = clock()
-        self._next_progress = self._started + progress_interval
         self._lock = threading.Lock()
+        self.tags_inline = tags_inline
+        self.tag_calls = 0
+        self.contacts_with_tags = 0  # v5: confirmed contacts whose payload carried tags
+        self.dry_run_path: str | None = None
         self.records_read = 0
         self.accepted = 0
         self.duplicates_merged = 0
@@ -112,10 +125,16 @@ class RunSummary:
         with self._lock:
             self.rejected[code] += count
 
-    def add_tagged(self, count: int) -> None:
-        """Emails sent to the tags endpoint."""
+    def add_tagged(self, count: int, calls: int = 1) -> None:
+        """Emails the tags endpoint accepted, in `calls` calls (2026)."""
         with self._lock:
             self.tagged += count
+            self.tag_calls += calls
+
+    def add_contacts_with_tags(self, count: int) -> None:
+        """Confirmed contacts whose payload carried their tags (v5)."""
+        with self._lock:
+            self.contacts_with_tags += count
 
     @property
     def rejected_total(self) -> int:
@@ -143,30 +162,6 @@ class RunSummary:
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def maybe_log_progress(self) -> None:
-        """Log a progress line when the interval has passed (cheap to call often)."""
-        now = self._clock()
-        if now < self._next_progress:
-            return
-        with self._lock:
-            if now < self._next_progress:
-                return
-            self._next_progress = now + self._interval
-            read, accepted = self.records_read, self.accepted
-            rejected = sum(self.rejected.values())
-            merged = self.duplicates_merged + self.dry_run_payloads + self.unchanged
-            merged += self.deletions
-        elapsed = max(now - self._started, 1e-9)
-        self._logger.info(
-            "progress: %d records read, %d contacts upserted, %d rejected, %d in flight "
-            "(%.0f records/s)",
-            read,
-            accepted,
-            rejected,
-            read - accepted - rejected - merged,
-            read / elapsed,
-        )
-
     def as_dict(self, client_stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The summary as a JSON-ready dict (request figures from the client's stats)."""
         with self._lock:
@@ -178,6 +173,7 @@ class RunSummary:
                 "duplicates_merged": self.duplicates_merged,
                 "dry_run_payloads": self.dry_run_payloads,
                 "tagged_emails": self.tagged,
+                "tags": self._tags_outcome(),
                 "unchanged_skipped": self.unchanged,
                 "deletions": self.deletions,
                 **{name: dict(values) for name, values in self.sections.items()},
@@ -192,7 +188,15 @@ class RunSummary:
         result["retries"] = stats.get("retries", 0)
         result["polls_share"] = round(polls / total_requests, 4) if total_requests else 0.0
         result["elapsed_seconds"] = round(self.elapsed(), 3)
+        if self.dry_run_path is not None:
+            result["dry_run_file"] = self.dry_run_path
         return result
+
+    def _tags_outcome(self) -> dict[str, Any]:
+        """What happened to tags: how they travelled, and how many contacts got them. Lock held."""
+        if self.tags_inline:
+            return {"sent_in": "contact payloads (v5)", "contacts": self.contacts_with_tags}
+        return {"sent_in": "tag calls", "emails": self.tagged, "calls": self.tag_calls}
 
     def log_final(self, client_stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Log the one-line JSON summary and a readable table; return the summary."""
@@ -215,11 +219,14 @@ def format_table(summary: Mapping[str, Any]) -> str:
         ("rejected", str(summary["rejected"])),
     ]
     rows += [(f"  {code}", str(n)) for code, n in summary["rejected_by_reason"].items()]
-    rows.append(("tagged emails", str(summary["tagged_emails"])))
+    rows.append(("tags", _tags_cell(summary)))
+    if summary.get("dry_run_file"):
+        rows.append(("dry-run payloads file", str(summary["dry_run_file"])))
     for name, values in summary.items():
         if isinstance(values, Mapping) and name not in (
             "rejected_by_reason",
             "requests_by_endpoint",
+            "tags",
         ):
             rows += [(f"{name}: {key}", _cell(value)) for key, value in values.items()]
     rows.append(("requests", str(summary["requests"])))
@@ -234,5 +241,137 @@ def format_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
 
 
+def _tags_cell(summary: Mapping[str, Any]) -> str:
+    tags = summary.get("tags") or {}
+    if "contacts" in tags:
+        return f"carried in the payload of {tags['contacts']} confirmed contacts (v5)"
+    emails, calls = tags.get("emails", summary.get("tagged_emails", 0)), tags.get("calls", 0)
+    return f"{emails} emails tagged in {calls} tag calls"
+
+
 def _cell(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class Progress(NamedTuple):
+    """What a progress line reports: counts, what the run waits for, and the ETA.
+
+    `eta_seconds` is the benchmarks' floor for the requests still needed (batch requests and
+    tag calls) at the limits in force, counting what their rate-limit windows hold now.
+    """
+
+    records_read: int
+    confirmed: int
+    rejected: int
+    in_flight: int
+    batches_at_omnisend: int
+    batches_to_send: int
+    batches_waiting_for_tags: int  # finished at Omnisend, their contacts wait for tag calls
+    tag_calls_left: int
+    requests_per_minute: float
+    tag_calls_per_minute: float | None  # None: no tag calls (v5, dry run)
+    waiting_for: tuple[str, ...]
+    eta_seconds: float
+    input_done: bool
+    elapsed: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (the structured log's `extra`)."""
+        values = self._asdict()
+        values["eta_seconds"] = round(self.eta_seconds, 1)
+        values["waiting_for"] = list(self.waiting_for)
+        values["elapsed"] = round(self.elapsed, 1)
+        return values
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, math.ceil(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_progress(progress: Progress) -> str:
+    """The one-line progress message."""
+    parts = [
+        f"progress: {progress.records_read} records read, {progress.confirmed} confirmed, "
+        f"{progress.rejected} rejected, {progress.in_flight} in flight "
+        f"({progress.batches_at_omnisend} batches at Omnisend, "
+        f"{progress.batches_to_send} batch requests to send"
+        + (
+            f", {progress.batches_waiting_for_tags} finished batches waiting for tag calls)"
+            if progress.batches_waiting_for_tags
+            else ")"
+        )
+    ]
+    limits = f"{progress.requests_per_minute:.0f} requests/min"
+    if progress.tag_calls_per_minute:
+        parts.append(f"{progress.tag_calls_left} tag calls left")
+        limits += f", {progress.tag_calls_per_minute:.0f} tag calls/min"
+    parts.append("waiting for: " + (", ".join(progress.waiting_for) or "nothing"))
+    eta = _duration(progress.eta_seconds)
+    if progress.input_done:
+        parts.append(f"ETA {eta} at {limits}")
+    else:
+        parts.append(f"ETA {eta} for the records read so far at {limits} (input still open)")
+    return "; ".join(parts)
+
+
+class ProgressTicker:
+    """Logs a progress line every `interval` seconds from `start()` until `stop()`.
+
+    A thread of its own, so the lines keep coming while the run waits for a rate limit or for
+    Omnisend after the input ended. `snapshot` builds the figures (None: nothing to report).
+    The line goes through the target's logger, so the SDK's structured logging (and Meltano)
+    show it like every other line; the figures are in the record's `progress` extra.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        snapshot: Callable[[], Progress | None],
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        """Prepare (not start) the ticker."""
+        self._logger = logger
+        self._snapshot = snapshot
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start ticking (once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.log_now()
+
+    def log_now(self) -> None:
+        """Log one progress line now (a failure to build it is never fatal)."""
+        try:
+            progress = self._snapshot()
+        except Exception as error:  # a figure read mid-update; the next tick tries again
+            self._logger.debug("progress line skipped: %s", error)
+            return
+        if progress is not None:
+            self._logger.info(
+                "%s", format_progress(progress), extra={"progress": progress.as_dict()}
+            )
+
+    def stop(self) -> None:
+        """Stop ticking; returns once the thread ended."""
+        self._stopped.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)

@@ -31,7 +31,8 @@ Rules the callers rely on:
   may be sent twice.
 - One run per brand at a time: :meth:`SyncStore.acquire_run_lock` takes an ``flock`` on a lock file
   next to the database and raises :class:`SyncStoreLocked` at once when another run holds it. The
-  kernel releases an ``flock`` when its process dies, even after SIGKILL.
+  kernel releases an ``flock`` when its process dies, even after SIGKILL, so a stale lock file
+  never blocks the next run; the holder removes the file when it releases the lock.
 - The store never holds the API key; :func:`brand_id` derives a stable, non-reversible brand id.
 - Files are private: the directory is created 0700, the database (and SQLite's -wal/-shm files,
   which inherit the database's mode) 0600.
@@ -41,6 +42,7 @@ Rules the callers rely on:
 # ruff: noqa: S608  (SQL built from this module's own schema and table names; values are bound)
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -463,23 +465,28 @@ class SyncStore:
         with self._lock:
             if self._lock_fd is not None:
                 return
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise SyncStoreLocked(
-                    f"Another target-omnisend run for this brand is using the sync store "
-                    f"{self.path}{holder}; only one run per brand may run at a time. Wait for it "
-                    "to finish, or give this run another sync_state_path."
-                ) from None
-            except BaseException:
-                os.close(fd)
-                raise
+            while True:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise SyncStoreLocked(
+                        f"Another target-omnisend run for this brand is using the sync store "
+                        f"{self.path}{holder}; only one run per brand may run at a time. Wait "
+                        "for it to finish, or give this run another sync_state_path."
+                    ) from None
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if _same_file(fd, self.lock_path):
+                    break
+                os.close(fd)  # the holder removed the file as we locked it: lock the new one
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             self._lock_fd = fd
+            atexit.register(self.release_run_lock)  # a run that fails still removes the file
 
     def release_run_lock(self) -> None:
         """Release the run lock if this store holds it."""
@@ -487,10 +494,13 @@ class SyncStore:
             if self._lock_fd is None:
                 return
             fd, self._lock_fd = self._lock_fd, None
+            # Removed while still locked: a run that opened it meanwhile sees, once it has the
+            # lock, that the path is gone or another file, and locks the path anew.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(self.lock_path)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+            atexit.unregister(self.release_run_lock)
 
     @property
     def holds_run_lock(self) -> bool:
@@ -1041,6 +1051,16 @@ class SyncStore:
 
 def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the file at `path`."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
 
 
 def _read_holder(fd: int) -> str:

@@ -17,16 +17,20 @@ import contextlib
 import gc
 import ipaddress
 import json
+import logging
+import math
+import os
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from singer_sdk import Target
+from singer_sdk import Target, metrics
 from singer_sdk import typing as th
 from singer_sdk.exceptions import (
     ConfigValidationError,
@@ -46,6 +50,7 @@ from target_omnisend.mapping import (
     compile_plan,
     make_getter,
 )
+from target_omnisend.mapping_checks import check_status_values
 from target_omnisend.mapping_worker import MappingWorker, Outcome, StreamSpec, usable_cpus
 from target_omnisend.reader import BatchFileError, SingerLineReader, batch_records, decode_line
 from target_omnisend.rejects import RejectWriter, dumps
@@ -56,7 +61,7 @@ from target_omnisend.segments import (
     StreamCompletion,
 )
 from target_omnisend.sinks import ContactSink
-from target_omnisend.summary import RunSummary
+from target_omnisend.summary import Progress, ProgressTicker, RunSummary
 from target_omnisend.sync import ExitTicket, SegmentSync, SyncSettings
 from target_omnisend.sync_store import DEFAULT_SYNC_STATE_PATH, SyncStoreError
 
@@ -70,6 +75,26 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 # The SDK's load methods (singer_sdk.helpers.capabilities.TargetLoadMethods); only upsert is done.
 LOAD_METHODS = ("upsert", "append-only", "overwrite")
 TAGS_PER_CALL = 250
+_SDK_DRAIN_LINE = "Target sink for '%s' is full. Current size is '%s'. Draining..."
+_METRICS_LEVEL_SET: int | None = None  # the metrics level the last target set
+
+
+class _SdkDrainLines(logging.Filter):
+    """The SDK's 'Target sink … is full. Draining...' line, once per batch: DEBUG, not INFO.
+
+    The SDK logs it at INFO with these exact words (`Target._process_record_message`);
+    tests/test_operator.py fails if a run at INFO shows it again.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _SDK_DRAIN_LINE or record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self._logger.isEnabledFor(logging.DEBUG)
 
 
 class RunFailed(RuntimeError):
@@ -280,6 +305,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "metrics_log_level",
+        th.StringType(allowed_values=["DEBUG", "INFO", "WARNING", "ERROR"]),
+        description=(
+            "Level of the SDK's METRIC log lines (logger `singer_sdk.metrics`). Default: off "
+            "(WARNING), unless SINGER_SDK_LOG_CONFIG sets that logger's level; INFO shows them."
+        ),
+        examples=["INFO"],
+    ),
+    th.Property(
         "max_records",
         th.IntegerType(minimum=1),
         description=(
@@ -420,7 +454,9 @@ class TargetOmnisend(Target):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Validate the settings and prepare the shared run objects (no I/O yet)."""
+        metrics_level_before = metrics.get_metrics_logger().level
         super().__init__(*args, **kwargs)
+        self._quiet_sdk_chatter(metrics_level_before)
         try:
             self.mapping_config = self._check_settings()
         except (ValueError, MappingConfigError) as error:
@@ -430,11 +466,16 @@ class TargetOmnisend(Target):
         self.rejects = RejectWriter(
             self.config.get("rejects_path") or f".target-omnisend/rejects-{stamp}.jsonl"
         )
-        self.summary = RunSummary(self.logger)
+        self.summary = RunSummary(self.logger, tags_inline=self.tags_inline())
         self.dry_run_writer = DryRunWriter(
             self.config.get("dry_run_path") or f".target-omnisend/dry-run-{stamp}.jsonl",
             self.logger,
         )
+        if self.dry_run:
+            self.summary.dry_run_path = str(self.dry_run_writer.path)
+        self.progress = ProgressTicker(self.logger, self._progress_snapshot)
+        self._input_done = False
+        self._tag_emails_sending = 0
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._client: Any = None
@@ -464,6 +505,99 @@ class TargetOmnisend(Target):
         size_field = self.config.get("snapshot_size_field") or None
         self._completion = StreamCompletion(make_getter(size_field) if size_field else None)
 
+    # -- logging --------------------------------------------------------------------------------
+
+    def _quiet_sdk_chatter(self, metrics_level_before: int) -> None:
+        """METRIC lines off unless asked for; the SDK's per-drain lines only at DEBUG.
+
+        The SDK sets its metrics logger to the plugin's log level (INFO) in `__init__`, over
+        any level a SINGER_SDK_LOG_CONFIG file gave it: that level (`metrics_level_before`),
+        else `metrics_log_level`, else WARNING wins.
+        """
+        global _METRICS_LEVEL_SET
+        metrics_logger = metrics.get_metrics_logger()
+        configured = self.config.get("metrics_log_level")
+        if configured:
+            level = logging.getLevelName(str(configured).upper())
+        elif metrics_level_before not in (logging.NOTSET, _METRICS_LEVEL_SET):
+            level = metrics_level_before  # a logging config file set it
+        else:
+            level = logging.WARNING
+        metrics_logger.setLevel(level)
+        _METRICS_LEVEL_SET = level
+        if not any(isinstance(f, _SdkDrainLines) for f in self.logger.filters):
+            self.logger.addFilter(_SdkDrainLines(self.logger))
+
+    def _progress_snapshot(self) -> Progress | None:
+        """The figures of a progress line (see `summary.ProgressTicker`)."""
+        summary = self.summary
+        if not summary.records_read and not self._input_done:
+            return None
+        pipeline, client = self._pipeline, self._client
+        at_omnisend = waiting_chunks = undelivered = 0
+        latency = 0.0
+        if pipeline is not None:
+            figures = pipeline.progress()
+            at_omnisend, waiting_chunks = figures.at_omnisend, figures.waiting_to_send
+            undelivered, latency = figures.results_to_deliver, figures.latency
+        staged = sum(sink.staged_contacts for sink in list(self._sinks_active.values()))
+        batches_to_send = waiting_chunks + math.ceil(staged / self.batch_limit)
+        with self._tag_lock:
+            queued = [len(emails) for emails in self._tag_buffers.values() if emails]
+        sending = self._tag_emails_sending
+        tag_calls_left = sum(math.ceil(n / TAGS_PER_CALL) for n in queued)
+        tag_calls_left += math.ceil(sending / TAGS_PER_CALL)
+        unaccounted = summary.unaccounted
+        tags_by_call = not self.tags_inline() and not self.dry_run
+        if tags_by_call:
+            # Contacts still in flight will want tag calls as the confirmed ones did so far.
+            confirmed = summary.accepted + summary.unchanged
+            share = min(1.0, summary.tagged / confirmed) if confirmed else 1.0
+            tag_calls_left += math.ceil(share * unaccounted / TAGS_PER_CALL)
+        rate = float(self.config.get("max_requests_per_minute", 400))
+        tag_rate: float | None = None
+        waiting: list[str] = []
+        eta = 0.0
+        if client is not None:
+            from target_omnisend.client import WINDOW_MARGIN
+
+            eta = client.pacer.seconds_for(batches_to_send)
+            if tags_by_call:
+                tags_pacer = client.tags_pacer
+                tag_rate = tags_pacer.limit * 60.0 / tags_pacer.window * (1 + WINDOW_MARGIN)
+                eta = max(eta, tags_pacer.seconds_for(tag_calls_left))
+                if (sending or queued) and tags_pacer.delay() > 0:
+                    waiting.append("the tags rate limit")
+            if (waiting_chunks or sending) and client.pacer.delay() > 0:
+                waiting.append("the contacts rate limit")
+        if at_omnisend:
+            waiting.append("batches processing at Omnisend")
+        if at_omnisend or batches_to_send:  # the last batch still has to be processed
+            eta += latency
+        if not waiting:
+            if undelivered and tags_by_call:
+                waiting.append("tag calls")
+            elif not self._input_done:
+                waiting.append("input from the tap")
+            elif unaccounted:
+                waiting.append("results to be accounted for")
+        return Progress(
+            records_read=summary.records_read,
+            confirmed=summary.accepted,
+            rejected=summary.rejected_total,
+            in_flight=unaccounted,
+            batches_at_omnisend=at_omnisend,
+            batches_to_send=batches_to_send,
+            batches_waiting_for_tags=undelivered if tags_by_call else 0,
+            tag_calls_left=tag_calls_left,
+            requests_per_minute=rate,
+            tag_calls_per_minute=tag_rate,
+            waiting_for=tuple(waiting),
+            eta_seconds=eta,
+            input_done=self._input_done,
+            elapsed=summary.elapsed(),
+        )
+
     # -- settings -----------------------------------------------------------------------------
 
     def _check_settings(self) -> MappingConfig:
@@ -476,6 +610,8 @@ class TargetOmnisend(Target):
         check_load_method(self.config.get("load_method"))
         mapping_config = MappingConfig.from_target_config(self.config)
         compile_plan({}, mapping_config)  # unknown fields, names, status values fail here
+        if mapping_config.field_mapping is not None:  # else decided per stream schema
+            check_status_values(self.config, mapping_config.field_mapping)
         if mapping_config.static_tags and not isinstance(self.config.get("tags"), list):
             raise ValueError("Setting 'tags' must be a list of strings.")
         self.sync_settings = SyncSettings.from_config(self.config, version)
@@ -639,8 +775,12 @@ class TargetOmnisend(Target):
             self._send_tags(tag_set, emails)
 
     def _send_tags(self, tag_set: tuple[str, ...], emails: list[str]) -> None:
-        self.client.add_tags(list(tag_set), emails)
-        self.summary.add_tagged(len(emails))
+        self._tag_emails_sending += len(emails)  # read by the progress line
+        try:
+            calls = self.client.add_tags(list(tag_set), emails)
+        finally:
+            self._tag_emails_sending -= len(emails)
+        self.summary.add_tagged(len(emails), calls)
         self.sync.memberships_confirmed(self.sync.segment_keys_of_tags(tag_set), emails)
 
     def report_unaccounted(self, message: str) -> None:
@@ -764,7 +904,6 @@ class TargetOmnisend(Target):
         if self._pipeline is not None:
             self._pipeline.pump()
             self._flush_state_if_ready()
-        self.summary.maybe_log_progress()
 
     def _take_record(self) -> bool:
         """Count a record against max_records; False once the trial has enough."""
@@ -799,7 +938,7 @@ class TargetOmnisend(Target):
 
     def _drain_if_full(self, sink: ContactSink) -> None:
         if sink.staged_contacts >= sink.drain_size:  # sink.is_full without the property call
-            self.logger.info(
+            self.logger.debug(
                 "Target sink for '%s' is full. Current size is '%s'. Draining...",
                 sink.stream_name,
                 sink.current_size,
@@ -896,9 +1035,11 @@ class TargetOmnisend(Target):
         if self._parallel_mapping():
             self._mapping_worker = MappingWorker(self._take_mapped_lines)
             self.message_reader.router = self._mapping_worker
+        self.progress.start()
         try:
             super().listen(file_input)
         finally:
+            self.progress.stop()
             self._stop_mapping_worker()
 
     def _parallel_mapping(self) -> bool:
@@ -933,6 +1074,7 @@ class TargetOmnisend(Target):
         self._busy += 1  # a SIGTERM now stops the end phases (_handle_termination)
         self._finishing = True
         self._ended_normally = True
+        self._input_done = True
         try:
             self._end_phase = "sending the last records"
             self._stop_mapping_worker()  # the reader handed back every line it took
@@ -971,6 +1113,7 @@ class TargetOmnisend(Target):
                     self.summary.add_section("dry_run_would", self._sync.report.to_dict()["would"])
                     self.logger.info("Dry run report: %s", dumps(self._sync.report.to_dict()))
                 self._sync.close()
+            self.progress.stop()
             self.summary.log_final(self._client_stats())
             if self.rejects.total:
                 self.logger.info(
@@ -1168,6 +1311,7 @@ class TargetOmnisend(Target):
         self._terminate_requested = None
         self._busy += 1
         self._finishing = True
+        self._input_done = True
         try:
             self._end_phase = "finishing in-flight batches"
             self._stop_mapping_worker()  # lines it holds were never staged: not read, no STATE
@@ -1184,10 +1328,53 @@ class TargetOmnisend(Target):
     # -- CLI ----------------------------------------------------------------------------------
 
     @classmethod
+    def cb_config(cls, ctx: Any, param: Any, value: tuple[str, ...]) -> Any:
+        """Read `--config` files; a missing or non-JSON file is one clear line and exit 1."""
+        for path in value:
+            if path == "ENV":
+                continue
+            problem = _config_file_problem(path)
+            if problem is not None:
+                cls.logger.error("%s", problem)
+                sys.exit(1)
+        config_input = super().cb_config(ctx, param, value)
+        config_input.files = [path for path in value if path != "ENV"]  # for the key's source
+        return config_input
+
+    @classmethod
+    def _fill_secrets_from_env(cls, config_input: Any) -> None:
+        """Secrets the config files lack come from the environment; log where the key came from.
+
+        The SDK reads TARGET_OMNISEND_* variables only with `--config ENV`; a secret (the API
+        key) is taken from its variable whenever the files do not hold it, so a key never has
+        to be written into a file. The log names the source, never the key.
+        """
+        config = config_input.config
+        files = getattr(config_input, "files", [])
+        for name, schema in cls.config_jsonschema["properties"].items():
+            if not schema.get("secret"):
+                continue
+            variable = f"{cls._env_var_prefix}{name.upper()}"
+            from_env = os.environ.get(variable)
+            if config_input.parse_env and from_env:
+                source = f"the environment ({variable}, --config ENV)"
+            elif config.get(name):
+                source = "the config file " + ", ".join(files) if files else "the config"
+            elif from_env:
+                config[name] = from_env
+                source = f"the environment ({variable}); the config file has none"
+            else:
+                continue
+            cls.logger.info("Setting %s: taken from %s.", name, source)
+
+    @classmethod
     def invoke(cls, **kwargs: Any) -> None:  # type: ignore[override]
         """Run the target; known failures end as one log line and exit code 1 (no traceback)."""
         from target_omnisend.client import OmnisendError
 
+        config_input = kwargs.get("config")
+        if config_input is not None and not kwargs.get("about"):
+            cls._fill_secrets_from_env(config_input)
         try:
             super().invoke(**kwargs)
         except (
@@ -1203,6 +1390,27 @@ class TargetOmnisend(Target):
         ) as error:
             cls.logger.error("%s", error)
             sys.exit(1)
+
+
+def _config_file_problem(path: str) -> str | None:
+    """Why a `--config` file cannot be used (None: it is a JSON object)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"Config file {path!r} does not exist."
+    except OSError as error:
+        return f"Config file {path!r} cannot be read: {error.strerror or error}."
+    except UnicodeDecodeError:
+        return f"Config file {path!r} is not UTF-8 text (it must be a JSON object)."
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        line = getattr(error, "lineno", None)
+        where = f" (line {line})" if line else ""
+        return f"Config file {path!r} is not valid JSON{where}: it must be a JSON object."
+    if not isinstance(value, dict):
+        return f"Config file {path!r} holds JSON but not an object of settings."
+    return None
 
 
 def summary_from_log_line(line: str) -> Mapping[str, Any] | None:
