@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from target_omnisend.sandbox.settings import SandboxSettings
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TARGET_OMNISEND_SHARED", ROOT.parent / "shared"))
 OPENAPI_DIR = SHARED / "reference" / "omnisend-openapi"
+_LITTER = ROOT / ".target-omnisend"
+_LITTER_BEFORE = pytest.StashKey[bool]()
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +53,28 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _in_its_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its temporary folder: default paths (.target-omnisend/) land there."""
+    monkeypatch.chdir(tmp_path)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note whether the checkout had a .target-omnisend/ before the suite ran."""
+    session.config.stash[_LITTER_BEFORE] = _LITTER.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite leaves nothing in the checkout: a .target-omnisend/ it created fails the run."""
+    if hasattr(session.config, "workerinput"):  # the controller checks, once
+        return
+    if _LITTER.exists() and not session.config.stash.get(_LITTER_BEFORE, True):
+        shutil.rmtree(_LITTER, ignore_errors=True)
+        session.config.get_terminal_writer().line(
+            f"FAILED: the suite left {_LITTER} in the checkout (removed); a test wrote a "
+            "default path outside its tmp_path.",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
