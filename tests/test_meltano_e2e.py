@@ -234,6 +234,20 @@ def piped_configs(sandbox: SandboxServer, tmp_path: Path) -> tuple[Path, Path]:
                 "api_key": "test-key-pipe",
                 "api_url": sandbox.api_url,
                 "default_phone_region": "GB",
+                # status_values needs the status column mapped (conventional names do not
+                # take email_consent: consent is never guessed from a column name)
+                "field_mapping": {
+                    "email": "email",
+                    "phone": "phone",
+                    "firstName": "first_name",
+                    "lastName": "last_name",
+                    "city": "city",
+                    "country": "country",
+                    "gender": "gender",
+                    "birthdate": "birthdate",
+                    "emailStatus": "email_consent",
+                    "emailStatusChangedAt": "consent_date",
+                },
                 "status_values": {"Y": "subscribed", "N": "unsubscribed"},
                 "custom_properties": {"loyalty_tier": "loyalty_tier"},
                 "rejects_path": str(tmp_path / "rejects.jsonl"),
@@ -321,3 +335,43 @@ def test_a_large_export_is_mapped_in_two_processes_under_meltano(
     assert float(worker[1]) > 5
     assert "Traceback" not in result.stderr
     assert set(contacts_by_email(sandbox.settled_dump())) == expected
+
+
+def test_meltano_shows_the_progress_lines_and_no_sdk_chatter(
+    meltano_project: Path, sandbox_factory: Any, tmp_path: Path
+) -> None:
+    """Batches take 12 s at Omnisend: Meltano's log (the SDK's structured logging) carries the
+    target's progress lines until the run ends, and neither METRIC nor drain lines."""
+    sandbox = sandbox_factory(batch_processing_delay=12.0)
+    env = base_env()
+    env.update(
+        TARGET_OMNISEND_API_URL=sandbox.api_url,
+        TARGET_OMNISEND_API_KEY="test-key-meltano",
+        TARGET_OMNISEND_SYNC_STATE_PATH=str(tmp_path / "sync.sqlite"),
+        TARGET_OMNISEND_REJECTS_PATH=str(tmp_path / "rejects.jsonl"),
+        TARGET_OMNISEND_BATCH_SIZE_ROWS="50",
+    )
+    result = meltano(
+        meltano_project,
+        env,
+        "--log-format=json",
+        "--environment=dev",
+        "run",
+        "--full-refresh",
+        "tap-jsonl",
+        "target-omnisend",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    events = []
+    for line in result.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "target-omnisend" in str(entry.get("name", "")):
+            events.append(str(entry.get("event", "")))
+    progress = [event for event in events if event.startswith("progress: ")]
+    assert progress, "\n".join(events[-30:])
+    assert "waiting for: batches processing at Omnisend" in progress[-1]
+    assert "ETA " in progress[-1]
+    assert not [event for event in events if event.startswith("METRIC") or "Draining" in event]

@@ -148,3 +148,25 @@ def test_readme_quick_start_and_meltano_blocks_run_as_written(
     assert len(sandbox.dump()["contacts"]) >= len(dev["contacts"]) > 0
     assert "requires_meltano" in (project / "meltano.yml").read_text(encoding="utf-8")
     assert "version field in meltano.yml is deprecated" not in result.stderr
+
+    # `make demo` as a dry run, in the same project (plugins installed): no empty status line
+    # or sample table, and where the payloads went.
+    demo = subprocess.run(
+        [str(project / ".venv" / "bin" / "python"), "scripts/demo.py"],
+        cwd=project,
+        env={**env, "TARGET_OMNISEND_DRY_RUN": "true"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "the sandbox holds 0 contacts" in demo.stdout
+    assert "email status:" not in demo.stdout
+    assert "sample contacts" not in demo.stdout
+    assert "nothing was sent; the would-be payloads are in" in demo.stdout
+    payload_files = sorted((project / ".target-omnisend").glob("dry-run-*.jsonl"))
+    assert len(payload_files) == 2  # one per task of the job
+    for path in payload_files:
+        assert str(path) in demo.stdout
+        assert path.read_text(encoding="utf-8").count("\n") > 100
