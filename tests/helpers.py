@@ -20,9 +20,16 @@ def write_config(config: dict[str, Any], cwd: Path) -> Path:
 
 
 def run_cli(
-    config: dict[str, Any], source: Path | str, cwd: Path, timeout: float = 120
+    config: dict[str, Any],
+    source: Path | str,
+    cwd: Path,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `target-omnisend --config` on a Singer file (a Path) or Singer text (a str)."""
+    """Run `target-omnisend --config` on a Singer file (a Path) or Singer text (a str).
+
+    `env`: the environment instead of this process's.
+    """
     command = [EXECUTABLE, "--config", str(write_config(config, cwd))]
     options: dict[str, Any] = {
         "capture_output": True,
@@ -30,6 +37,7 @@ def run_cli(
         "cwd": cwd,
         "timeout": timeout,
         "check": False,
+        "env": env,
     }
     if isinstance(source, str):
         return subprocess.run(command, input=source, **options)

@@ -75,6 +75,11 @@ def base_env() -> dict[str, str]:
 @pytest.fixture
 def run_env(sandbox: SandboxServer, tmp_path: Path) -> dict[str, str]:
     """Environment pointing the dev environment at this test's sandbox, with its own store."""
+    return sandbox_env(sandbox, tmp_path)
+
+
+def sandbox_env(sandbox: SandboxServer, tmp_path: Path) -> dict[str, str]:
+    """Environment pointing the dev environment at `sandbox`, with a store in `tmp_path`."""
     env = base_env()
     env.update(
         TARGET_OMNISEND_API_URL=sandbox.api_url,
@@ -132,6 +137,22 @@ def is_clean(row: dict[str, Any]) -> bool:
 
 def expected_emails(name: str) -> set[str]:
     return {row["email"].lower() for row in read_segment(name) if is_clean(row)}
+
+
+def run_pair(project: Path, env: dict[str, str], *options: str) -> subprocess.CompletedProcess[str]:
+    """`meltano [options] --environment=dev run --full-refresh tap-jsonl target-omnisend`."""
+    result = meltano(
+        project,
+        env,
+        *options,
+        "--environment=dev",
+        "run",
+        "--full-refresh",
+        "tap-jsonl",
+        "target-omnisend",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
 
 
 def run_job(project: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -318,16 +339,7 @@ def test_a_large_export_is_mapped_in_two_processes_under_meltano(
         TARGET_OMNISEND_SYNC_STATE_PATH=str(tmp_path / "sync.sqlite"),
         TAP_JSONL_PATH=str(export),
     )
-    result = meltano(
-        meltano_project,
-        env,
-        "--environment=dev",
-        "run",
-        "--full-refresh",
-        "tap-jsonl",
-        "target-omnisend",
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_pair(meltano_project, env)
     # the run summary's section: the worker process existed (its memory was read) and lines
     # went through the shared mapping
     worker = re.search(r'"parallel_mapping": \{[^}]*"worker_peak_rss_mb": ([0-9.]+)', result.stderr)
@@ -343,25 +355,8 @@ def test_meltano_shows_the_progress_lines_and_no_sdk_chatter(
     """Batches take 12 s at Omnisend: Meltano's log (the SDK's structured logging) carries the
     target's progress lines until the run ends, and neither METRIC nor drain lines."""
     sandbox = sandbox_factory(batch_processing_delay=12.0)
-    env = base_env()
-    env.update(
-        TARGET_OMNISEND_API_URL=sandbox.api_url,
-        TARGET_OMNISEND_API_KEY="test-key-meltano",
-        TARGET_OMNISEND_SYNC_STATE_PATH=str(tmp_path / "sync.sqlite"),
-        TARGET_OMNISEND_REJECTS_PATH=str(tmp_path / "rejects.jsonl"),
-        TARGET_OMNISEND_BATCH_SIZE_ROWS="50",
-    )
-    result = meltano(
-        meltano_project,
-        env,
-        "--log-format=json",
-        "--environment=dev",
-        "run",
-        "--full-refresh",
-        "tap-jsonl",
-        "target-omnisend",
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    env = {**sandbox_env(sandbox, tmp_path), "TARGET_OMNISEND_BATCH_SIZE_ROWS": "50"}
+    result = run_pair(meltano_project, env, "--log-format=json")
     events = []
     for line in result.stderr.splitlines():
         try:

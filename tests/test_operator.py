@@ -23,7 +23,7 @@ from target_omnisend.client import WINDOW_MARGIN
 from target_omnisend.pacer import SlidingWindowPacer
 from target_omnisend.summary import Progress, format_progress
 from target_omnisend.target import TargetOmnisend, summary_from_log_line
-from tests.helpers import EXECUTABLE, run_cli, write_config
+from tests.helpers import EXECUTABLE, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -100,19 +100,7 @@ def test_progress_lines_come_every_10_s_until_the_run_ends(
 def test_progress_line_is_structured_for_meltano(sandbox_factory: Any, tmp_path: Path) -> None:
     """Under the SDK's structured logging (what Meltano configures) the line and its figures."""
     sandbox = sandbox_factory(batch_processing_delay=12.0)
-    log_config = tmp_path / "logging.json"
-    log_config.write_text(json.dumps(_structured_logging()), encoding="utf-8")
-    command = [EXECUTABLE, "--config", str(write_config(config_for(sandbox, tmp_path), tmp_path))]
-    result = subprocess.run(
-        command,
-        input=singer(120),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        env={**os.environ, "SINGER_SDK_LOG_CONFIG": str(log_config)},
-        check=False,
-    )
+    result = run_with_log_config(sandbox, tmp_path, json.dumps(_structured_logging()), 120)
     assert result.returncode == 0, result.stderr[-2000:]
     entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     progress = [e for e in entries if str(e.get("message", "")).startswith("progress: ")]
@@ -122,6 +110,16 @@ def test_progress_line_is_structured_for_meltano(sandbox_factory: Any, tmp_path:
     assert figures["input_done"] is True
     assert "batches processing at Omnisend" in figures["waiting_for"]
     assert not [e for e in entries if e.get("message") == "METRIC"]
+
+
+def run_with_log_config(
+    sandbox: Any, tmp_path: Path, log_config: str, records: int
+) -> subprocess.CompletedProcess[str]:
+    """The CLI on `records` records with SINGER_SDK_LOG_CONFIG pointing at `log_config`."""
+    path = tmp_path / "logging.yml"  # YAML: JSON is YAML too
+    path.write_text(log_config, encoding="utf-8")
+    env = {**os.environ, "SINGER_SDK_LOG_CONFIG": str(path)}
+    return run_cli(config_for(sandbox, tmp_path), singer(records), tmp_path, env=env)
 
 
 def _structured_logging() -> dict[str, Any]:
@@ -229,23 +227,11 @@ def test_quiet_by_default_metrics_on_request(sandbox: Any, tmp_path: Path) -> No
 
 def test_metrics_through_the_sdk_logging_config(sandbox: Any, tmp_path: Path) -> None:
     """The SDK's documented way: a SINGER_SDK_LOG_CONFIG file setting singer_sdk.metrics."""
-    log_config = tmp_path / "logging.yml"
-    log_config.write_text(
+    log_config = (
         "version: 1\ndisable_existing_loggers: false\n"
-        "loggers:\n  singer_sdk.metrics:\n    level: INFO\n",
-        encoding="utf-8",
+        "loggers:\n  singer_sdk.metrics:\n    level: INFO\n"
     )
-    command = [EXECUTABLE, "--config", str(write_config(config_for(sandbox, tmp_path), tmp_path))]
-    result = subprocess.run(
-        command,
-        input=singer(30),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        env={**os.environ, "SINGER_SDK_LOG_CONFIG": str(log_config)},
-        check=False,
-    )
+    result = run_with_log_config(sandbox, tmp_path, log_config, 30)
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"metric":"record_count"' in result.stderr
 
@@ -254,16 +240,12 @@ def test_sdk_drain_line_is_debug(sandbox: Any, tmp_path: Path) -> None:
     """Names the SDK's line `_SdkDrainLines` demotes: at DEBUG it is still there, word for word
     (fails when an SDK release changes the words, and the filter no longer matches)."""
     config = config_for(sandbox, tmp_path, batch_size_rows=20, parallel_mapping=False)
-    command = [EXECUTABLE, "--config", str(write_config(config, tmp_path))]
-    result = subprocess.run(
-        command,
-        input=singer(60),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    result = run_cli(
+        config,
+        singer(60),
+        tmp_path,
         timeout=60,
         env={**os.environ, "TARGET_OMNISEND_LOGLEVEL": "DEBUG"},
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(
@@ -387,18 +369,8 @@ def test_the_key_comes_from_the_environment_when_the_file_lacks_it(
 ) -> None:
     config = config_for(sandbox, tmp_path)
     del config["api_key"]
-    command = [EXECUTABLE, "--config", str(write_config(config, tmp_path))]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_OMNISEND_")}
-    result = subprocess.run(
-        command,
-        input=singer(3),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        env={**env, "TARGET_OMNISEND_API_KEY": API_KEY},
-        check=False,
-    )
+    result = run_cli(config, singer(3), tmp_path, env={**env, "TARGET_OMNISEND_API_KEY": API_KEY})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Setting api_key: taken from the environment (TARGET_OMNISEND_API_KEY)" in result.stderr
     assert API_KEY not in result.stderr
@@ -408,9 +380,7 @@ def test_the_key_comes_from_the_environment_when_the_file_lacks_it(
     # A key in the file wins, and the log says so; without either, the SDK's clear error.
     with_key = run_cli(config_for(sandbox, tmp_path), singer(1), tmp_path)
     assert "Setting api_key: taken from the config file " in with_key.stderr
-    neither = subprocess.run(
-        command, input="", capture_output=True, text=True, cwd=tmp_path, env=env, check=False
-    )
+    neither = run_cli(config, "", tmp_path, env=env)
     assert neither.returncode != 0
     assert "'api_key' is a required property" in neither.stderr
 
