@@ -1,4 +1,5 @@
-"""Every `bash` block of the README's Quick start and Meltano sections runs as written.
+"""Every `bash` block of the README's Quick start and Meltano sections runs as written
+(but the warehouse subsection's, which needs a PostgreSQL server: see WAREHOUSE).
 
 The blocks run in order, in one bash script, in a copy of the project (its `.venv` the suite's
 own, so `make venv` has nothing to do) with the real Meltano installing the taps from PyPI. Only
@@ -35,11 +36,19 @@ KEY_PLACEHOLDER = "TARGET_OMNISEND_API_KEY=..."
 PROD_KEY = "brand42-readmeprodkey"
 
 
+# Needs a PostgreSQL warehouse (its own host and credentials): tests/test_postgres_e2e.py runs
+# that job against a throwaway server, with the views this subsection defines.
+WAREHOUSE = "\n### From a warehouse"
+
+
 def section(text: str, title: str) -> str:
-    """The text of a `## title` section, up to the next `## ` heading."""
+    """The text of a `## title` section, up to the next `## ` heading (and the warehouse)."""
     start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end >= 0 else len(text)]
+    end = min(
+        (i for i in (text.find("\n## ", start + 1), text.find(WAREHOUSE, start)) if i >= 0),
+        default=len(text),
+    )
+    return text[start:end]
 
 
 def bash_blocks(text: str) -> list[str]:
