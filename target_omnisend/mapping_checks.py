@@ -43,9 +43,19 @@ def _fold(name: str) -> str:
     return "".join(ch for ch in name.casefold() if ch not in "_-. ")
 
 
+_CONSENT_DETAILS = (
+    ("useragent", "consentUserAgent"),
+    ("ip", "consentIp"),
+    ("source", "consentSource"),
+)
+
+
 def _suggested_field(column: str) -> str:
-    """The contact field a consent-looking column would feed (status, or its date)."""
+    """The contact field a consent-looking column would feed (status, its date, a detail)."""
     folded = _fold(column)
+    for ending, detail in _CONSENT_DETAILS:
+        if "consent" in folded and folded.endswith(ending):
+            return detail
     channel = "sms" if "sms" in folded or "text" in folded else "email"
     is_date = folded.endswith(_DATE_ENDINGS) and not folded.endswith(("status", "optedin"))
     return f"{channel}StatusChangedAt" if is_date else f"{channel}Status"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from target_omnisend.client import WINDOW_MARGIN
+from target_omnisend.mapping_checks import unmapped_consent_columns
 from target_omnisend.pacer import SlidingWindowPacer
 from target_omnisend.summary import Progress, format_progress
 from target_omnisend.target import TargetOmnisend, summary_from_log_line
@@ -505,3 +506,22 @@ def test_local_files_with_secrets_are_ignored_by_git(name: str) -> None:
 def test_logging_level_names_are_what_the_setting_allows() -> None:
     allowed = TargetOmnisend.config_jsonschema["properties"]["metrics_log_level"]["enum"]
     assert all(isinstance(logging.getLevelName(name), int) for name in allowed)
+
+
+@pytest.mark.parametrize(
+    ("column", "field"),
+    [
+        ("email_consent", "emailStatus"),
+        ("accepts_marketing", "emailStatus"),
+        ("sms_opt_in", "smsStatus"),
+        ("consent_date", "emailStatusChangedAt"),
+        ("email_opt_in_at", "emailStatusChangedAt"),
+        ("consent_ip", "consentIp"),
+        ("consent_user_agent", "consentUserAgent"),
+    ],
+)
+def test_the_entry_suggested_for_a_consent_column(column: str, field: str) -> None:
+    schema = {"properties": {"email": {}, column: {}}}
+    (warning,) = unmapped_consent_columns(schema, {"email": "email"}, {}, "s")
+    assert f'"{field}": "{column}"' in warning
+    assert unmapped_consent_columns(schema, {"email": "email", field: column}, {}, "s") == []
