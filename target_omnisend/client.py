@@ -6,7 +6,10 @@ honours `Retry-After`, then the body's `retryAfter`, then exponential backoff wi
 pauses every caller of the shared pacer; 5xx, timeouts and dropped connections are retried with
 exponential backoff and jitter up to `max_retries`. 401/403/410 and other request errors raise
 `FatalApiError` naming the setting to fix; 413 raises `PayloadTooLargeError` (the pipeline splits
-the batch). The API key never appears in a message, log line or repr.
+the batch). No redirect is ever followed (the key and the contacts would travel to another host):
+a 3xx answer raises `RedirectRefusedError`, at once. The API key never appears in a message, log
+line or repr, and emails and phones in any text that came from the server are masked (before it
+is cut short).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from target_omnisend.pacer import SlidingWindowPacer, acquire_together
+from target_omnisend.summary import mask_personal_data
 
 __all__ = [
     "DIALECTS",
@@ -43,6 +47,7 @@ __all__ = [
     "OmnisendClient",
     "OmnisendError",
     "PayloadTooLargeError",
+    "RedirectRefusedError",
     "TransientApiError",
     "encode_json",
     "shared_pacer",
@@ -63,6 +68,7 @@ BASE_RATE_PER_MINUTE = 400  # Omnisend's per-brand limit, the reference for scal
 TAGS_RATE_PER_MINUTE = 60  # the tags endpoint's own limit
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504, 520, 522, 524})
+SERVER_TEXT_LIMIT = 300  # characters of a server's text kept in a message (after masking)
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -87,6 +93,10 @@ class PayloadTooLargeError(FatalApiError):
 
 class RequestStopped(OmnisendError):
     """The run is stopping (SIGTERM): the request was not sent, or its retries were given up."""
+
+
+class RedirectRefusedError(FatalApiError):
+    """A 3xx answer: never followed (the key or contacts would go elsewhere), never retried."""
 
 
 class TransientApiError(OmnisendError):
@@ -210,9 +220,12 @@ DIALECTS: dict[str, Dialect] = {
 
 
 def describe_error(body: Any) -> str:
-    """One line from a problem+json body, a v5 `{error, fields}` body or anything else."""
+    """One line from a problem+json body, a v5 `{error, fields}` body or anything else.
+
+    Not cut short: a caller masks it first (`OmnisendClient.server_text`).
+    """
     if not isinstance(body, Mapping):
-        return str(body)[:500] if body not in (None, "") else ""
+        return str(body) if body not in (None, "") else ""
     parts: list[str] = []
     main = body.get("detail") or body.get("error") or body.get("title") or body.get("message")
     if main:
@@ -229,7 +242,7 @@ def describe_error(body: Any) -> str:
         parts.append("(" + "; ".join(fields) + ")")
     if body.get("instance"):
         parts.append(f"[trace {body['instance']}]")
-    return " ".join(parts) or json.dumps(body)[:500]
+    return " ".join(parts) or json.dumps(body)
 
 
 def is_loopback(host: str) -> bool:
@@ -470,6 +483,15 @@ class OmnisendClient:
         """Seconds the calling thread's requests have waited for the pacer so far."""
         return getattr(self._thread_waits, "seconds", 0.0)
 
+    def unanswered_in_thread(self) -> int:
+        """Attempts of the calling thread's requests that got no final answer but may have been
+        carried out (a timeout after connecting, a dropped connection, a 5xx): a retried
+        `POST /batches` may then leave a duplicate batch that appears later."""
+        return getattr(self._thread_waits, "unanswered", 0)
+
+    def _count_unanswered(self) -> None:
+        self._thread_waits.unanswered = self.unanswered_in_thread() + 1
+
     def _open_session(self, pool_size: int) -> requests.Session:
         session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
@@ -517,6 +539,12 @@ class OmnisendClient:
         secret = self._api_key.partition("-")[2]
         text = text.replace(self._api_key, "***")
         return text.replace(secret, "***") if len(secret) >= 4 else text
+
+    def server_text(self, text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
+        """Text that came from the server, safe to log: key removed, emails and phones masked,
+        then cut to `limit` characters (cutting first could leave part of either)."""
+        safe = mask_personal_data(self._scrub(text))
+        return safe if len(safe) <= limit else safe[: limit - 1] + "…"
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: between half and all of base * 2^attempt."""
@@ -589,16 +617,24 @@ class OmnisendClient:
             try:
                 try:
                     response = self._session.request(
-                        method, url, params=params, data=payload, timeout=self.request_timeout
+                        method,
+                        url,
+                        params=params,
+                        data=payload,
+                        timeout=self.request_timeout,
+                        allow_redirects=False,  # never: see RedirectRefusedError
                     )
                 finally:
                     for pacer in pacers:
                         pacer.restamp(stamp)
-            except requests.Timeout:
+            except requests.Timeout as error:
                 self.stats.count(endpoint, "timeout")
+                if not isinstance(error, requests.ConnectTimeout):  # the request was sent
+                    self._count_unanswered()
                 problem = f"no answer within {self.request_timeout:g} s"
             except requests.ConnectionError:
                 self.stats.count(endpoint, "connection")
+                self._count_unanswered()
                 problem = "connection failed or dropped"
             else:
                 status = response.status_code
@@ -606,6 +642,8 @@ class OmnisendClient:
                 if status < 300 or (status == 404 and allow_404):
                     self._honour_rate_headers(response)
                     return response
+                if 300 <= status < 400:
+                    raise self._redirect_refused(endpoint, response)
                 if status == 429:
                     throttled += 1
                     if throttled > max(self.max_retries, 20):
@@ -627,6 +665,8 @@ class OmnisendClient:
                     continue
                 if status not in RETRYABLE_STATUSES:
                     raise self._fatal(endpoint, response)
+                if status != 408:  # a 5xx may come after the work was done (a gateway's)
+                    self._count_unanswered()
                 problem = f"answered {status}: {self._body_text(response)}"
             failures += 1
             now = time.monotonic()
@@ -671,8 +711,26 @@ class OmnisendClient:
         try:
             body: Any = response.json()
         except ValueError:
-            body = response.text[:300]
-        return self._scrub(describe_error(body))
+            body = response.text
+        return self.server_text(describe_error(body))
+
+    def _redirect_refused(self, endpoint: str, response: requests.Response) -> FatalApiError:
+        location = response.headers.get("Location") or ""
+        try:
+            host = urlsplit(location).hostname or ""
+        except ValueError:
+            host = ""
+        where = f"to host {host!r}" if host else "elsewhere (no host in its Location)"
+        if not host and location.startswith("/"):
+            where = "to another path on the same host"
+        return RedirectRefusedError(
+            self._scrub(
+                f"{endpoint} answered {response.status_code}, a redirect {where}. The target "
+                "follows no redirect, so neither the API key nor any contact left for it; "
+                f"check 'api_url' (now {self.api_url}) and use the URL the API answers on."
+            ),
+            response.status_code,
+        )
 
     def _fatal(self, endpoint: str, response: requests.Response) -> FatalApiError:
         status = response.status_code
@@ -785,7 +843,7 @@ class OmnisendClient:
                     continue
                 code = int(raw.get("responseCode") or 0)
                 ok = 200 <= code < 300
-                error = None if ok else self._scrub(describe_error(raw.get("response")))
+                error = None if ok else self.server_text(describe_error(raw.get("response")))
                 request = raw.get("request")
                 outcomes.append(
                     ItemOutcome(request if isinstance(request, dict) else {}, code, ok, error)

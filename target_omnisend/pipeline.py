@@ -8,6 +8,16 @@ stopped ones. Each finished batch is accounted for with one `on_result(ticket, r
 Items a stopped batch never processed, or that failed with 5xx/429, are resubmitted (bounded);
 what cannot be accounted for raises `UnaccountedBatchError`.
 
+Newer values never lose (per identifier, email or phone): a contact goes out only once no earlier
+submitted contact sharing an identifier is unresolved at Omnisend (still processing, waiting to be
+resubmitted after a stopped batch or a transient item error). Until then it waits here, holding
+its submit's sequence number open, and is sent after the earlier one ended. Omnisend documents no
+processing order between batches, so this does not rely on one. A `POST /batches` attempt that
+got no answer (timeout, dropped connection, 5xx) may still create a batch later (no idempotency
+keys): the identifiers of that chunk stay held for `ghost_horizon` seconds after the attempt even
+once the batch we know of ended, so a late duplicate of the older values cannot land after newer
+ones. Within one batch, items are applied in order, so contacts sharing an identifier may share it.
+
 Sequence numbers: every `submit` gets the next number; `completed_through(seq)` says whether
 every submit numbered `seq` or lower is fully accounted for (the target's STATE gate).
 """
@@ -19,7 +29,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -46,6 +56,10 @@ POLL_SHARE = 0.04  # polls stay at or below this share of requests at the config
 MIN_POLL_GAP = 0.2
 DEFAULT_MAX_BATCH_AGE = 15 * 60.0
 DEFAULT_MAX_RESUBMITS = 5
+# How long after an unanswered `POST /batches` attempt the batch it may have created could still
+# appear, at Omnisend's 400/min (scaled down with the rate above it, like the pacer's window: a
+# sandbox whose clock runs faster). A gateway gives up on a request well within a minute.
+DEFAULT_GHOST_HORIZON = 60.0
 RETRYABLE_ITEM_CODES = frozenset({0, 408, 429, 500, 502, 503, 504, 520, 522, 524})
 TOO_LARGE = "The contact's payload is larger than Omnisend's 1 MB request limit."
 NOT_UTF8 = "The contact holds text that is not valid UTF-8 (undecodable input bytes)."
@@ -99,6 +113,26 @@ class _Batch:
     submitted_at: float = 0.0
     batch_id: str = ""
     resubmits: int = 0
+    # Until when a duplicate of this chunk may still be created (an attempt went unanswered).
+    ghost_until: float = 0.0
+
+
+class _Held(NamedTuple):
+    """A contact waiting for an earlier contact sharing an identifier to end at Omnisend."""
+
+    seq: int
+    ticket: Any
+    contact: Any
+    encoded: bytes | None
+    ids: tuple[str, ...]
+
+
+def gate_ids(contact: Any) -> tuple[str, ...]:
+    """The identifiers a contact is ordered by: its email and phone."""
+    email, phone = contact.email, contact.phone
+    if email is None:
+        return () if phone is None else (phone,)
+    return (email,) if phone is None or phone == email else (email, phone)
 
 
 @dataclass
@@ -125,6 +159,7 @@ class BatchPipeline:
         max_body_bytes: int = MAX_BODY_BYTES,
         background_results: bool = True,
         max_result_backlog: int | None = None,
+        ghost_horizon: float | None = None,
     ) -> None:
         """Wire the pipeline to a client (an `OmnisendClient` or anything shaped like it).
 
@@ -148,6 +183,8 @@ class BatchPipeline:
             max_result_backlog: finished batches whose results may wait for `on_result`
                 before submitting pauses (bounds memory); default 4 times max_in_flight, at
                 least 64.
+            ghost_horizon: seconds after an unanswered `POST /batches` attempt during which
+                its chunk's identifiers stay held (default: a minute at 400/min, scaled).
         """
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -163,6 +200,9 @@ class BatchPipeline:
         rate = float(getattr(client, "max_requests_per_minute", 400) or 400)
         if poll_interval is None:
             poll_interval = max(MIN_POLL_GAP, 60.0 / (POLL_SHARE * rate))
+        if ghost_horizon is None:
+            ghost_horizon = DEFAULT_GHOST_HORIZON * min(1.0, 400.0 / rate)
+        self.ghost_horizon = float(ghost_horizon)
         self.busy_gap = float(poll_interval)
         self.idle_gap = max(min(MIN_POLL_GAP, self.busy_gap), self.busy_gap / 4)
         self._latency = min(self.busy_gap, 1.0)  # submit → seen finished, learned as we go
@@ -190,9 +230,16 @@ class BatchPipeline:
         self._failures = _Failures()
         self._last_poll = -math.inf
         self._next_due = math.inf
+        # Per identifier: submitted contacts holding it that did not end at Omnisend yet.
+        self._busy: dict[str, int] = {}
+        self._held: deque[_Held] = deque()
+        self._held_ids: dict[str, int] = {}  # identifiers of held contacts (they queue behind)
+        self._ghosts: list[tuple[float, tuple[str, ...]]] = []  # (until, identifiers)
+        self._ghosts_due = math.inf
         self.polls = 0
         self.batches_submitted = 0
         self.resubmitted_batches = 0
+        self.held_contacts = 0  # contacts that waited for an earlier one (for the summary)
 
     # -- sequence numbers -------------------------------------------------------------------------
 
@@ -260,7 +307,7 @@ class BatchPipeline:
             seq = self._seq
             self._open[seq] = 1
         try:
-            chunks, too_large = self._chunks(list(contacts), encoded)
+            chunks, too_large = self._chunks(list(contacts), encoded, seq, ticket)
             if too_large:
                 self._account(seq, ticket, BatchResult([], too_large))
             for chunk_contacts, chunk_encoded in chunks:
@@ -305,35 +352,150 @@ class BatchPipeline:
             self._send_lock.release()
 
     def _chunks(
-        self, contacts: list[Any], known: Sequence[bytes | None] | None = None
+        self,
+        contacts: list[Any],
+        known: Sequence[bytes | None] | None,
+        seq: int,
+        ticket: Any,
+        released: bool = False,
     ) -> tuple[list[tuple[list, list[bytes]]], list]:
-        """Cut into chunks of ≤ batch_limit items and ≤ max_body_bytes; oversized contacts."""
+        """Cut into chunks of ≤ batch_limit items and ≤ max_body_bytes; oversized contacts.
+
+        A contact sharing an identifier with an unresolved contact (of an earlier chunk, or
+        waiting itself) is held instead; the chunks' contacts hold their identifiers.
+        `released`: held contacts let go in order, none of them behind another.
+        """
         room = self.max_body_bytes - len(BATCH_HEAD) - 2
         chunks: list[tuple[list, list[bytes]]] = []
         too_large: list[Rejection] = []
         current: list[Any] = []
         encoded: list[bytes] = []
+        claimed: set[str] = set()  # identifiers the current chunk holds (it may repeat them)
         size = 0
-        for index, contact in enumerate(contacts):
-            item = known[index] if known is not None else None
-            if item is None:
-                try:
-                    item = encode_json(contact.payload, finite=True)  # mapped: finite numbers
-                except UnicodeEncodeError:  # lone surrogates from undecodable input bytes
-                    too_large.append(Rejection(contact, NOT_UTF8))
+        busy = self._busy
+        held_ids: Mapping[str, int] = {} if released else self._held_ids
+        with self._lock:
+            for index, contact in enumerate(contacts):
+                item = known[index] if known is not None else None
+                ids = gate_ids(contact)
+                if any((i in busy and i not in claimed) or i in held_ids for i in ids):
+                    self._hold(_Held(seq, ticket, contact, item, ids))
                     continue
-            if len(item) > room:
-                too_large.append(Rejection(contact, TOO_LARGE))
-                continue
-            if current and (len(current) >= self.batch_limit or size + 1 + len(item) > room):
-                chunks.append((current, encoded))
-                current, encoded, size = [], [], 0
-            size += len(item) + (1 if current else 0)
-            current.append(contact)
-            encoded.append(item)
+                if item is None:
+                    try:
+                        item = encode_json(contact.payload, finite=True)  # mapped: finite
+                    except UnicodeEncodeError:  # lone surrogates from undecodable input bytes
+                        too_large.append(Rejection(contact, NOT_UTF8))
+                        continue
+                if len(item) > room:
+                    too_large.append(Rejection(contact, TOO_LARGE))
+                    continue
+                if current and (len(current) >= self.batch_limit or size + 1 + len(item) > room):
+                    chunks.append((current, encoded))
+                    current, encoded, size = [], [], 0
+                    claimed = set()
+                    if any(i in busy for i in ids):  # held by the chunk just cut
+                        self._hold(_Held(seq, ticket, contact, item, ids))
+                        continue
+                for i in ids:
+                    busy[i] = busy.get(i, 0) + 1
+                    claimed.add(i)
+                size += len(item) + (1 if current else 0)
+                current.append(contact)
+                encoded.append(item)
         if current:
             chunks.append((current, encoded))
         return chunks, too_large
+
+    # -- per-identifier order ---------------------------------------------------------------------
+
+    def _hold(self, held: _Held) -> None:
+        """Keep a contact until the contacts it shares identifiers with ended. Lock held."""
+        self._open[held.seq] += 1  # its submit is not complete before it is accounted for
+        self._held.append(held)
+        for i in held.ids:
+            self._held_ids[i] = self._held_ids.get(i, 0) + 1
+        self.held_contacts += 1
+
+    def _ended(self, batch: _Batch, contacts: Sequence[Any]) -> None:
+        """Contacts of `batch` ended at Omnisend: free their identifiers (after the horizon of
+        an unanswered attempt), then send what waited for them. Lock held."""
+        ids = [i for contact in contacts for i in gate_ids(contact)]
+        if not ids:
+            return
+        if batch.ghost_until > self._clock():
+            self._ghosts.append((batch.ghost_until, tuple(ids)))
+            self._ghosts_due = min(self._ghosts_due, batch.ghost_until)
+            return
+        self._free(ids)
+
+    def _free(self, ids: Sequence[str]) -> None:
+        """Identifiers no longer held by a submitted contact; release waiting ones. Lock held."""
+        busy = self._busy
+        for i in ids:
+            count = busy.get(i, 0) - 1
+            if count > 0:
+                busy[i] = count
+            else:
+                busy.pop(i, None)
+        if self._held:
+            self._release_held()
+
+    def _expire_ghosts(self) -> None:
+        """Free the identifiers whose ghost horizon passed."""
+        with self._lock:
+            now = self._clock()
+            if now < self._ghosts_due:
+                return
+            due = [ids for until, ids in self._ghosts if until <= now]
+            self._ghosts = [(until, ids) for until, ids in self._ghosts if until > now]
+            self._ghosts_due = min((until for until, _ in self._ghosts), default=math.inf)
+            self._free([i for ids in due for i in ids])
+            self._progress.notify_all()
+
+    def _release_held(self) -> None:
+        """Queue (in order) the held contacts nothing earlier holds an identifier of. Lock held."""
+        busy = self._busy
+        blocked: set[str] = set()  # identifiers of contacts still held before the next one
+        still: deque[_Held] = deque()
+        going: list[_Held] = []
+        for held in self._held:  # one contact per identifier at a time, in order
+            if any(i in busy or i in blocked for i in held.ids):
+                still.append(held)
+            else:
+                going.append(held)
+            blocked.update(held.ids)
+        if not going:
+            return
+        self._held = still
+        held_ids = self._held_ids
+        for held in going:
+            for i in held.ids:
+                count = held_ids[i] - 1
+                if count:
+                    held_ids[i] = count
+                else:
+                    del held_ids[i]
+        start = 0
+        while start < len(going):  # consecutive contacts of one submit go out together
+            end = start + 1
+            while end < len(going) and going[end].ticket is going[start].ticket:
+                end += 1
+            group = going[start:end]
+            seq, ticket = group[0].seq, group[0].ticket
+            chunks, rejected = self._chunks(
+                [h.contact for h in group], [h.encoded for h in group], seq, ticket, True
+            )
+            for chunk_contacts, chunk_encoded in chunks:  # they take slots beyond the window
+                self._open[seq] += 1
+                self._reserved += 1
+                self._ready.append(_Batch(seq, ticket, chunk_contacts, chunk_encoded))
+            self._ready_due = -math.inf
+            if rejected:
+                self._account(seq, ticket, BatchResult([], rejected))
+            for _ in group:
+                self._unit_done(seq)
+            start = end
 
     def _submit_chunk(
         self, batch: _Batch, slot_reserved: bool = False, unit_counted: bool = False
@@ -344,6 +506,8 @@ class BatchPipeline:
                 self._open[batch.seq] += 1
             if not slot_reserved:
                 self._reserved += 1
+        unanswered = getattr(self.client, "unanswered_in_thread", None)
+        unanswered_before = unanswered() if unanswered else 0
         try:
             batch_id = self.client.submit_batch(
                 [c.payload for c in batch.contacts], encoded=batch.encoded
@@ -362,6 +526,8 @@ class BatchPipeline:
                 self._progress.notify_all()
             raise
         now = self._clock()
+        if unanswered and unanswered() > unanswered_before:  # a duplicate may appear later
+            batch.ghost_until = max(batch.ghost_until, now + self.ghost_horizon)
         with self._lock:
             self._reserved -= 1
             batch.batch_id = batch_id
@@ -374,6 +540,8 @@ class BatchPipeline:
         """413: submit each half on its own; a single item that is too large is rejected."""
         if len(batch.contacts) == 1:
             rejection = Rejection(batch.contacts[0], TOO_LARGE)
+            with self._lock:
+                self._ended(batch, batch.contacts)
             self._account(batch.seq, batch.ticket, BatchResult([], [rejection]))
             return
         middle = len(batch.contacts) // 2
@@ -385,6 +553,7 @@ class BatchPipeline:
                     batch.contacts[part],
                     batch.encoded[part],
                     resubmits=batch.resubmits,
+                    ghost_until=batch.ghost_until,
                 )
             )
 
@@ -447,6 +616,8 @@ class BatchPipeline:
     def pump(self) -> None:
         """Submit waiting chunks the pacer has room for; poll if due and within the polling
         budget (cheap when neither); account for results."""
+        if self._ghosts and self._clock() >= self._ghosts_due:
+            self._expire_ghosts()
         if self._ready and self._clock() >= self._ready_due:
             self._send_ready(block=False)
         if self._clock() < self._next_due:
@@ -494,11 +665,22 @@ class BatchPipeline:
             if self._failures.messages:
                 self._drain_results()
             self._raise_failures()
+            self._expire_ghosts()
             self._send_ready(block=True)
             with self._lock:
-                if not self._outstanding and not self._reserved and not self._backlog:
-                    return
                 idle = not self._outstanding
+                if idle and not self._reserved and not self._backlog:
+                    if not self._held:
+                        return
+                    if not self._ghosts:  # nothing left that could free them
+                        raise UnaccountedBatchError(
+                            f"{len(self._held)} contacts waited for earlier ones that never "
+                            "ended. No STATE is written for them, so the next run replays them."
+                        )
+                ghost_wait = self._ghosts_due - self._clock() if self._ghosts else math.inf
+            if idle and ghost_wait < math.inf and not self._reserved and not self._backlog:
+                self._sleep(max(0.0, min(ghost_wait, 1.0)))  # a duplicate's horizon to pass
+                continue
             if idle:  # another thread is submitting, or results are being delivered
                 with self._progress:
                     self._progress.wait(timeout=0.05)
@@ -584,6 +766,7 @@ class BatchPipeline:
                 retry,
                 [batch.encoded[indexes[id(c)]] for c in retry],
                 resubmits=batch.resubmits + 1,
+                ghost_until=batch.ghost_until,
             )
             with self._lock:
                 self.resubmitted_batches += 1
@@ -663,6 +846,8 @@ class BatchPipeline:
         """Forget a batch that ended at Omnisend and account for its result."""
         with self._lock:
             self._outstanding.pop(batch.batch_id, None)
+            self._ended(batch, result.accepted)
+            self._ended(batch, [rejection.contact for rejection in result.rejected])
             self._schedule()
         try:
             self._account(batch.seq, batch.ticket, result)

@@ -5,6 +5,13 @@ rejects file with a reason code), merged (a later record with the same email or 
 same batch superseded it, and that later record was sent instead), unchanged (the sync store
 holds the fingerprint Omnisend confirmed for it: not re-sent) or a deletion (`_sdc_deleted_at`:
 an exit from its segments, applied at the end of the run).
+
+Newer values never lose. A later record merges into an earlier one of the same contact only when
+it carries every field and tag the earlier one did (Omnisend's upsert leaves absent fields alone,
+so sending just the later one leaves what sending both in order would); otherwise the earlier one
+is submitted first, and the pipeline sends the later one once the earlier one ended. A contact
+staged in another stream's sink is submitted from there first for the same reason. If Omnisend
+rejects the record an earlier one merged into, the earlier one is rejected with it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from target_omnisend.dry_run import encode_payload_line
 from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
 from target_omnisend.mapping_checks import check_status_values, unmapped_consent_columns
 from target_omnisend.mapping_worker import EncodedPayload, Outcome
-from target_omnisend.pipeline import NOT_UTF8, encode_payload
+from target_omnisend.pipeline import NOT_UTF8, encode_payload, gate_ids
 from target_omnisend.reader import JSON_DECODER, decode_line
 from target_omnisend.segments import (
     DELETED_AT_FIELD,
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["BatchTicket", "ContactSink"]
 
 _CONTACTS = "contacts"
+_SUPERSEDED = "superseded"  # key → records merged into the staged contact (packed)
 SCHEMA_MISMATCH = "schema_mismatch"  # REJECT_CODES in mapping.py
 API_REJECTED = "api_rejected"
 INVALID_SEGMENT = "invalid_segment"
@@ -67,6 +75,35 @@ _Staged = tuple[
 # dozens (less memory in flight, less for the results thread to free); Decimals keep their digits
 # and come back as the reader made them.
 _RECORD_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
+def supersedes(newer: MappedContact, older: MappedContact) -> bool:
+    """Whether sending only `newer` leaves Omnisend as sending `older`, then `newer`, would: it
+    carries every field, identifier and tag `older` did (an upsert leaves absent fields alone)."""
+    return set(older.tags) <= set(newer.tags) and _carries(newer.payload, older.payload)
+
+
+def _carries(newer: Any, older: Any) -> bool:
+    if isinstance(older, Mapping):
+        return isinstance(newer, Mapping) and all(
+            name in newer and _carries(newer[name], value) for name, value in older.items()
+        )
+    if isinstance(older, list):
+        if not isinstance(newer, list):
+            return False
+        if all(isinstance(item, Mapping) for item in older):  # identifiers, by type and id
+            return all(
+                any(
+                    isinstance(item, Mapping)
+                    and item.get("type") == old.get("type")
+                    and item.get("id") == old.get("id")
+                    and _carries(item, old)
+                    for item in newer
+                )
+                for old in older
+            )
+        return all(value in newer for value in older)  # tags
+    return True  # a value: the newer one replaces it
 
 
 class RecordLine(bytes):
@@ -105,6 +142,8 @@ class BatchTicket:
     records: dict[str, bytes | Mapping[str, Any]] = field(default_factory=dict)  # packed
     items: dict[str, Any] = field(default_factory=dict)  # key → what SegmentSync.select decided
     refs: Mapping[str, Sequence[SegmentRef]] = field(default_factory=dict)
+    # key → earlier records merged into the contact sent (packed): rejected with it
+    superseded: Mapping[str, list[bytes | Mapping[str, Any]]] = field(default_factory=dict)
 
     def record(self, key: str) -> Mapping[str, Any]:
         """The source record of the contact `key` ({} if the batch did not send it)."""
@@ -131,6 +170,8 @@ class ContactSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self.plan: MappingPlan = compile_plan(self.schema, target.mapping_config)
         self._sync = target.sync  # opens the sync store (and takes the run lock) up front
+        # identifier → the sink holding a staged contact with it (shared by the target's sinks)
+        self._staged_in: dict[str, ContactSink] = target.staged_in
         # Without segment_field the stream is the segment: its refs and tags are computed once.
         fixed: list[SegmentRef] = []
         if self._sync.settings.segment_field is None:
@@ -304,6 +345,12 @@ class ContactSink(BatchSink):
 
         `early` holds what the mapping worker already encoded and hashed for it.
         """
+        staged_in = self._staged_in
+        ids = gate_ids(result)
+        for identifier in ids:
+            owner = staged_in.get(identifier)
+            if owner is not None and owner is not self:  # its older record goes out first
+                owner.submit_staged()
         contacts: dict[str, _Staged] = context.setdefault(_CONTACTS, {})
         previous = contacts.get(result.key)
         if previous is not None:
@@ -316,9 +363,16 @@ class ContactSink(BatchSink):
                     self.reject(record, remapped.code, remapped.message)
                     return
                 result, early = remapped, None
-            del contacts[result.key]  # the latest record goes last, as if it came alone
-            self.tally_duplicate_merged()
-            self._target.summary.add_duplicates_merged(1)
+            if supersedes(result, previous[0]):
+                del contacts[result.key]  # the latest record goes last, as if it came alone
+                if not self._dry_run:
+                    merged = context.setdefault(_SUPERSEDED, {})
+                    merged.setdefault(result.key, []).append(pack_record(previous[1]))
+                self.tally_duplicate_merged()
+                self._target.summary.add_duplicates_merged(1)
+            else:  # it would lose a field or tag of the earlier one: both go, in order
+                self.submit_staged(context)
+                contacts = context.setdefault(_CONTACTS, {})
         if early is not None:
             encoded, print_ = early
         else:
@@ -330,6 +384,15 @@ class ContactSink(BatchSink):
         # A dry run does not need the record again
         contacts[result.key] = (result, None if self._dry_run else record, refs, encoded, print_)
         self.staged_contacts = len(contacts)
+        for identifier in ids:
+            staged_in[identifier] = self
+
+    def submit_staged(self, context: dict | None = None) -> None:
+        """Submit the contacts staged so far (the SDK's batch goes on: records keep coming)."""
+        if context is None:
+            context = self._pending_batch
+        if context and context.get(_CONTACTS):
+            self.process_batch(context)
 
     @property
     def is_full(self) -> bool:
@@ -353,8 +416,14 @@ class ContactSink(BatchSink):
         self._count_records()
         self.staged_contacts = 0
         contacts: dict[str, _Staged] = context.pop(_CONTACTS, {})
+        superseded: dict[str, list[Any]] = context.pop(_SUPERSEDED, {})
         if not contacts:
             return
+        staged_in = self._staged_in
+        for staged in contacts.values():
+            for identifier in gate_ids(staged[0]):
+                if staged_in.get(identifier) is self:
+                    del staged_in[identifier]
         target = self._target
         refs_by_key = {staged[0].key: staged[2] for staged in contacts.values()}
         send, unchanged = self._sync.select(
@@ -384,6 +453,7 @@ class ContactSink(BatchSink):
             {item.contact.key: pack_record(contacts[item.contact.key][1]) for item in send},
             {item.contact.key: item for item in send},
             refs_by_key,
+            superseded,
         )
         target.submit_contacts(
             [item.contact for item in send],
@@ -469,6 +539,22 @@ class ContactSink(BatchSink):
             if error == NOT_UTF8:  # found while encoding, never sent
                 self.logger.warning("Not sending %s: %s", who, error)
                 self.reject(record, INVALID_ENCODING, error)
-                continue
-            self.logger.warning("Omnisend rejected %s: %s", who, error)
-            self.reject(record, API_REJECTED, "Omnisend rejected the contact.", error)
+            else:
+                self.logger.warning("Omnisend rejected %s: %s", who, error)
+                self.reject(record, API_REJECTED, "Omnisend rejected the contact.", error)
+            self._reject_superseded(ticket, contact.key, error)
+
+    def _reject_superseded(self, ticket: BatchTicket, key: str, error: str) -> None:
+        """Earlier records merged into a rejected contact: never applied, so rejected too."""
+        earlier = ticket.superseded.get(key)
+        if not earlier:
+            return
+        for packed in earlier:
+            self.reject(
+                unpack_record(packed),
+                API_REJECTED,
+                "A later record of the same contact replaced this one in its batch, and that "
+                "record was not accepted; this one was never sent.",
+                error,
+            )
+        self._target.summary.add_duplicates_merged(-len(earlier))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ __all__ = [
     "RunSummary",
     "format_progress",
     "mask_email",
+    "mask_personal_data",
     "mask_phone",
 ]
 
@@ -46,6 +48,19 @@ def mask_phone(phone: str | None) -> str:
     if len(text) <= 5:
         return "*" * len(text)
     return text[:3] + "*" * (len(text) - 5) + text[-2:]
+
+
+# In free text (a server's error message): anything shaped like an email, and any run of 7 to 15
+# digits (with the usual separators, an optional +) standing on its own. Masking too much is safe.
+_EMAIL_IN_TEXT = re.compile(r"[^\s@\"'<>()\[\],;:]+@[^\s@\"'<>()\[\],;:]+")
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ ().-]{0,2}\d){6,14}(?!\w)")
+
+
+def mask_personal_data(text: str) -> str:
+    """Mask every email and phone number in free text (as `mask_email`, `mask_phone` do)."""
+    if "@" in text:
+        text = _EMAIL_IN_TEXT.sub(lambda found: mask_email(found.group()), text)
+    return _PHONE_IN_TEXT.sub(lambda found: mask_phone(found.group()), text)
 
 
 class RunSummary:

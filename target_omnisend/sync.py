@@ -286,6 +286,9 @@ class SegmentSync:
         self._known_before: dict[str, bool] = {}
         self._snapshots: set[str] = set()
         self._complete: set[str] = set()  # streams the tap finished (StreamCompletion)
+        # Keys this run sent over a fingerprint the store held: the store no longer tells what
+        # Omnisend holds for them, so a later record matching the old fingerprint is sent too.
+        self._resent: set[str] = set()
         self._getter = make_getter(settings.segment_field) if settings.segment_field else None
         brand = brand_id(api_url, api_key)
         if dry_run:
@@ -446,6 +449,7 @@ class SegmentSync:
                 resync_after_days=self.settings.resync_after_days,
                 full_resync=self.settings.full_resync,
             )
+            self._after_earlier_sends(reasons)
         entrants = self._entrants(entries, reasons)
         send: list[_Sendable] = []
         unchanged: list[_Sendable] = []
@@ -463,6 +467,17 @@ class SegmentSync:
         with self._lock:
             self.stats["unchanged_skipped"] += len(unchanged)
         return send, unchanged
+
+    def _after_earlier_sends(self, reasons: dict[str, SendReason]) -> None:
+        """An older record of a key went out this run: its newer record is sent even when it
+        matches the fingerprint of a previous run (else the older values would stay)."""
+        with self._lock:
+            resent = self._resent
+            for key, reason in reasons.items():
+                if reason is SendReason.UNCHANGED and key in resent:
+                    reasons[key] = SendReason.CHANGED
+                elif reason is SendReason.CHANGED or reason is SendReason.STALE:
+                    resent.add(key)  # (under full_resync nothing is ever skipped)
 
     def _entrants(
         self,

@@ -162,6 +162,35 @@ def check_load_method(load_method: object) -> None:
     raise ValueError(f"load_method {load_method!r} is not supported; use 'upsert'.")
 
 
+def check_api_key(api_key: Any) -> None:
+    """Refuse a key that cannot be one, without repeating any of it.
+
+    A key travels in an HTTP header: a line break or control character in it would end up in
+    an exception (with the key) instead of a request.
+
+    Raises:
+        ValueError: The key is missing, blank, or holds a character no API key has.
+    """
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise ValueError(
+            "Setting 'api_key' is empty: set it to the brand's API key (Omnisend: Store "
+            "settings → API keys, shaped brandID-secret)."
+        )
+    for position, char in enumerate(api_key.strip(), start=1):
+        if not "!" <= char <= "~":
+            if not char.isprintable():
+                kind = "a line break or control character"
+            elif char.isspace():
+                kind = "a space"
+            else:
+                kind = "a non-ASCII character"
+            raise ValueError(
+                f"Setting 'api_key' holds {kind} at position {position}, which no API key has "
+                "(the key is not shown). Copy the key again from Omnisend (Store settings → "
+                "API keys) without surrounding text or line breaks."
+            )
+
+
 _STATUS_ENUM = th.StringType(allowed_values=list(STATUSES))
 
 CONFIG_SCHEMA = th.PropertiesList(
@@ -500,6 +529,8 @@ class TargetOmnisend(Target):
         self._records_taken = 0
         self._ended_normally = False
         self._lean_sinks: dict[Any, ContactSink] = {}
+        # identifier → the sink holding a staged contact with it (see ContactSink._stage)
+        self.staged_in: dict[str, ContactSink] = {}
         self._mapping_worker: MappingWorker | None = None
         self._max_record_age_seconds = self._MAX_RECORD_AGE_IN_MINUTES * 60
         size_field = self.config.get("snapshot_size_field") or None
@@ -601,6 +632,7 @@ class TargetOmnisend(Target):
     # -- settings -----------------------------------------------------------------------------
 
     def _check_settings(self) -> MappingConfig:
+        check_api_key(self.config.get("api_key"))
         version = self.config.get("api_version") or "2026-03-15"
         if version not in API_VERSIONS:
             raise ValueError(

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.reliability.harness import results_path
 
-COLUMNS = ("scenario", "records_in", "accepted", "rejected", "merged", "lost", "seen")
+COLUMNS = ("scenario", "records_in", "accepted", "rejected", "merged", "lost", "stale", "seen")
 
 
 def seen(row: dict[str, Any]) -> str:
