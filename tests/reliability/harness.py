@@ -131,11 +131,16 @@ def make_dataset(count: int, invalid_every: int = 0) -> Dataset:
 
 
 def base_config(sandbox: Any, work: Path, api_version: str = "2026-03-15", **changes: Any) -> dict:
-    """A config for the sandbox with the recognisable key; outputs go under `work`."""
+    """A config for the sandbox with the recognisable key; outputs go under `work`.
+
+    With `api_url` among `changes`, `sandbox` may be None (another server)."""
+    api_url = changes.pop("api_url", None)
+    if api_url is None:
+        api_url = sandbox.v5_url if api_version == "v5" else sandbox.api_url
     config: dict[str, Any] = {
         "api_key": API_KEY,
         "api_version": api_version,
-        "api_url": sandbox.v5_url if api_version == "v5" else sandbox.api_url,
+        "api_url": api_url,
         "rejects_path": str(work / "rejects.jsonl"),
         "request_timeout": 5,
         "field_mapping": {

@@ -44,16 +44,6 @@ class LocalServer:
         assert self._httpd is not None
         return f"http://{self.host}:{self._httpd.server_address[1]}"
 
-    @property
-    def api_url(self) -> str:
-        """The 2026 base URL (as the sandbox's)."""
-        return self.url + "/api"
-
-    @property
-    def v5_url(self) -> str:
-        """The v5 base URL (as the sandbox's)."""
-        return self.url + "/v5"
-
     def __enter__(self) -> LocalServer:
         owner = self
 

@@ -155,7 +155,7 @@ def test_a_redirect_is_never_followed_nor_retried(
             return status, {"Location": location}, b""
 
         with LocalServer(redirect) as server:
-            config = base_config(server, tmp_path / "run", api_version)
+            config = base_config(None, tmp_path / "run", api_version, api_url=server.url + prefix)
             outcome = TargetRun(tmp_path, config).run(make_dataset(5).text(state_every=5))
     assert_clear_error(outcome, f"answered {status}, a redirect to host '127.0.0.2'")
     assert "The target follows no redirect" in outcome.stderr
@@ -203,7 +203,7 @@ def test_an_error_body_repeating_the_key_is_masked_before_it_is_cut(
         return 400, {} if json_body else {"Content-Type": "text/plain"}, body
 
     with LocalServer(refuse) as server:
-        config = base_config(server, tmp_path / "run")
+        config = base_config(None, tmp_path / "run", api_url=server.url + "/api")
         outcome = TargetRun(tmp_path, config).run(make_dataset(5).text())
     assert_clear_error(outcome, "POST /batches answered 400: Bad request yyy")
     leaked = [piece for piece in secret_pieces() if piece in outcome.stderr]
