@@ -342,7 +342,7 @@ def test_a_real_run_loads_the_same_contacts_and_state_with_the_worker(
             sandbox.dump()["contacts"], key=lambda c: json.dumps(c["identifiers"], sort_keys=True)
         )
         for contact in contacts:  # set by the sandbox at upsert time
-            for moment in ("contactID", "createdAt", "updatedAt"):
+            for moment in ("contactID", "id", "createdAt", "updatedAt"):
                 contact.pop(moment, None)
         outcomes[parallel] = (
             result.stdout,
