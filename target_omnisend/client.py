@@ -473,8 +473,11 @@ class OmnisendClient:
             scale = max(1.0, self.max_requests_per_minute / BASE_RATE_PER_MINUTE)
             tags_requests_per_minute = int(TAGS_RATE_PER_MINUTE * scale)
         self.tags_pacer = tags_pacer or shared_pacer(brand, "tags", tags_requests_per_minute)
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # Above Omnisend's 400/min only a sandbox whose clock runs faster answers: its backoffs
+        # shrink alike (as the pacer's window does), so retries run out in the same scaled time.
+        time_scale = max(1.0, self.max_requests_per_minute / BASE_RATE_PER_MINUTE)
+        self._backoff_base = backoff_base / time_scale
+        self._backoff_cap = backoff_cap / time_scale
         self._sleep = sleep
         self._random = random.Random()
         self._session = self._open_session(pool_size)
@@ -632,42 +635,57 @@ class OmnisendClient:
                 if not isinstance(error, requests.ConnectTimeout):  # the request was sent
                     self._count_unanswered()
                 problem = f"no answer within {self.request_timeout:g} s"
-            except requests.ConnectionError:
+                remedy = "raise request_timeout if Omnisend is slow, or run again later"
+            except requests.ConnectionError as error:
                 self.stats.count(endpoint, "connection")
-                self._count_unanswered()
-                problem = "connection failed or dropped"
+                if _unresolved(error):  # never sent
+                    problem = f"the host {urlsplit(url).hostname!r} does not resolve (DNS)"
+                    remedy = "check api_url's host and this machine's network and DNS"
+                else:
+                    self._count_unanswered()
+                    problem = "connection failed or dropped"
+                    remedy = "check the network, or run again later"
             else:
                 status = response.status_code
                 self.stats.count(endpoint, status)
-                if status < 300 or (status == 404 and allow_404):
+                if (status < 300 and self._holds_json(response)) or (status == 404 and allow_404):
                     self._honour_rate_headers(response)
                     return response
-                if 300 <= status < 400:
-                    raise self._redirect_refused(endpoint, response)
-                if status == 429:
-                    throttled += 1
-                    if throttled > max(self.max_retries, 20):
-                        raise TransientApiError(
-                            f"{endpoint} was still rate limited (429) after {throttled} tries; "
-                            "lower max_requests_per_minute if other apps share the brand's limit."
+                if status < 300:
+                    self._count_unanswered()  # answered, so it may have been carried out
+                    problem = f"answered {status} with a body that is not JSON"
+                    remedy = "run again later; if it persists, check api_url (a proxy?)"
+                else:
+                    if 300 <= status < 400:
+                        raise self._redirect_refused(endpoint, response)
+                    if status == 429:
+                        throttled += 1
+                        if throttled > max(self.max_retries, 20):
+                            raise TransientApiError(
+                                f"{endpoint} was still rate limited (429) after {throttled} "
+                                "tries; lower max_requests_per_minute if other apps share the "
+                                "brand's limit."
+                            )
+                        delay = self._retry_after(response, throttled - 1)
+                        self.pacer.pause_for(delay)
+                        if tags_endpoint:
+                            self.tags_pacer.pause_for(delay)
+                        self.stats.add_retry()
+                        self.logger.warning(
+                            "%s: rate limited (429), waiting %.1f s", endpoint, delay
                         )
-                    delay = self._retry_after(response, throttled - 1)
-                    self.pacer.pause_for(delay)
-                    if tags_endpoint:
-                        self.tags_pacer.pause_for(delay)
-                    self.stats.add_retry()
-                    self.logger.warning("%s: rate limited (429), waiting %.1f s", endpoint, delay)
-                    continue
-                if status == 409 and conflicts < retry_conflict:
-                    conflicts += 1
-                    self.stats.add_retry()
-                    self._pause(self._backoff(conflicts - 1))
-                    continue
-                if status not in RETRYABLE_STATUSES:
-                    raise self._fatal(endpoint, response)
-                if status != 408:  # a 5xx may come after the work was done (a gateway's)
-                    self._count_unanswered()
-                problem = f"answered {status}: {self._body_text(response)}"
+                        continue
+                    if status == 409 and conflicts < retry_conflict:
+                        conflicts += 1
+                        self.stats.add_retry()
+                        self._pause(self._backoff(conflicts - 1))
+                        continue
+                    if status not in RETRYABLE_STATUSES:
+                        raise self._fatal(endpoint, response)
+                    if status != 408:  # a 5xx may come after the work was done (a gateway's)
+                        self._count_unanswered()
+                    problem = f"answered {status}: {self._body_text(response)}"
+                    remedy = "Omnisend is failing: run again later"
             failures += 1
             now = time.monotonic()
             failing_since = failing_since or now
@@ -678,7 +696,7 @@ class OmnisendClient:
                     self._scrub(
                         f"{endpoint} failed after {failures} attempts in {spent:.0f} s (a request "
                         f"is retried {self.max_retries} times within {self.max_retry_seconds:g} s "
-                        f"at most: max_retry_seconds): {problem}"
+                        f"at most: max_retry_seconds): {problem}; {remedy}."
                     )
                 )
             self.stats.add_retry()
@@ -759,16 +777,22 @@ class OmnisendClient:
             message = f"{endpoint} answered {status}: {detail}"
         return FatalApiError(self._scrub(message.strip()), status)
 
+    @staticmethod
+    def _holds_json(response: requests.Response) -> bool:
+        """An empty body, or JSON (decoded once, kept for `_json`)."""
+        if not response.content:
+            return True
+        try:
+            response.decoded_json = response.json()  # type: ignore[attr-defined]
+        except ValueError:
+            return False
+        return True
+
     def _json(self, response: requests.Response) -> Any:
         if not response.content:
             return None
-        try:
-            return response.json()
-        except ValueError as error:
-            raise TransientApiError(
-                f"{response.request.method} answered {response.status_code} with a body that is "
-                "not JSON"
-            ) from error
+        decoded = getattr(response, "decoded_json", _NOT_DECODED)
+        return response.json() if decoded is _NOT_DECODED else decoded
 
     # -- batches ---------------------------------------------------------------------------------
 
@@ -958,6 +982,19 @@ class OmnisendClient:
         if not body.get("segmentID"):
             raise TransientApiError("POST /segments answered without a segmentID")
         return str(body["segmentID"])
+
+
+_NOT_DECODED = object()
+
+
+def _unresolved(error: requests.ConnectionError) -> bool:
+    """Whether the connection failed because the host name does not resolve."""
+    text = repr(error)
+    return (
+        "NameResolutionError" in text
+        or "Failed to resolve" in text
+        or ("Name or service not known" in text)
+    )
 
 
 def _batch_status(raw: Any) -> BatchStatus | None:

@@ -66,6 +66,10 @@ REJECT_CODES: dict[str, str] = {
         "A custom property value is not a string, number, boolean or list of strings."
     ),
     "too_many_custom_properties": "The contact would carry more than 200 custom properties.",
+    "invalid_number": (
+        "A number is not finite (NaN, Infinity) or outside what Omnisend stores: a double "
+        "(±1.8e308, no nearer 0 than 2.2e-308) or a 64-bit integer."
+    ),
 }
 
 # Contact fields that may be mapped, in payload order.
@@ -626,22 +630,43 @@ def _normalise_tag_list(value: Any) -> list[str]:
     return tags
 
 
+# Numbers Omnisend can store: a 64-bit integer, or a double that neither overflows nor underflows.
+_INT64_LIMIT = 2**63
+
+
+def _number(field_name: str, value: int | float | Decimal) -> int | float:
+    """A number as sent (an int when integral), or raise `invalid_number` for one that would
+    change on the way (1e400 as 401 digits, 1.5e-400 as 0) or is not finite."""
+    if isinstance(value, int):
+        if -_INT64_LIMIT <= value < _INT64_LIMIT:
+            return value
+        problem = "an integer beyond 64 bits"
+    elif not (math.isfinite(value) if isinstance(value, float) else value.is_finite()):
+        problem = "not a finite number"
+    else:
+        if value == int(value) and -_INT64_LIMIT <= value < _INT64_LIMIT:
+            return int(value)
+        as_float = float(value)
+        if math.isinf(as_float):
+            problem = "too large for a double"
+        elif as_float == 0.0 and value != 0:
+            problem = "too near 0 for a double (it would become 0)"
+        else:
+            return as_float
+    shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}…"
+    raise _Invalid("invalid_number", f"{field_name} is {shown}: {problem}.", field_name)
+
+
 def _custom_value(name: str, value: Any) -> Any:
     """A JSON-ready custom property value, or raise for nested or odd values."""
-    if type(value) is Decimal and value.is_finite():  # a JSON number with a fraction
-        return int(value) if value == value.to_integral_value() else float(value)
     field_name = "customProperties." + name
     if isinstance(value, str):
         return _check_length(field_name, value)
-    if isinstance(value, (bool, int)):
+    if isinstance(value, bool):
         return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-    elif isinstance(value, Decimal):
-        if value.is_finite():
-            return int(value) if value == value.to_integral_value() else float(value)
-    elif isinstance(value, datetime):
+    if isinstance(value, (int, float, Decimal)):
+        return _number(field_name, value)
+    if isinstance(value, datetime):
         try:
             return _format_utc(value)
         except (ValueError, OverflowError):
@@ -799,6 +824,7 @@ class _MapSource:
             "MappedContact": MappedContact,
             "_MISSING_IDENTIFIER": _MISSING_IDENTIFIER,
             "_custom_value": _custom_value,
+            "LIMIT": _INT64_LIMIT,
         }
 
     def name(self, obj: Any, hint: str) -> str:
@@ -1029,7 +1055,7 @@ class MappingPlan:
             emit(1, "if kind is str:")
             emit(2, "if len(value) > MAX_STRING_LENGTH:")
             emit(3, f"value = _custom_value({name!r}, value)")
-            emit(1, "elif kind is not int and kind is not bool:")
+            emit(1, "elif kind is not bool and (kind is not int or not -LIMIT <= value < LIMIT):")
             emit(2, f"value = _custom_value({name!r}, value)")
             emit(1, f"custom[{name!r}] = value")
         if self._spread is not None:

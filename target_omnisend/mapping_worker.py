@@ -343,7 +343,7 @@ class MappingWorker:
             return False
         try:
             envelope = _ENVELOPE.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return False
         if envelope.type != "RECORD":
             return False

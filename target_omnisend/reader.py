@@ -13,9 +13,11 @@ record path as RECORD messages.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import gzip
 import json
+import re
 import sys
 import typing as t
 from collections import Counter
@@ -26,30 +28,87 @@ import msgspec
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-__all__ = ["JSON_DECODER", "BatchFileError", "SingerLineReader", "batch_records", "decode_line"]
+__all__ = [
+    "JSON_DECODER",
+    "UNREADABLE",
+    "BatchFileError",
+    "LineTooDeep",
+    "SingerLineReader",
+    "batch_records",
+    "decode_line",
+    "deep_nesting",
+]
 
 # Floats as Decimal, as the SDK's own readers do (exact numbers for the validator and mapping).
 JSON_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 
 
+# How deep a line may nest (the standard library's parser recurses; msgspec stops at 1,000).
+MAX_NESTING = 10_000
+
+
+@contextlib.contextmanager
+def deep_nesting(levels: int = MAX_NESTING + 200) -> t.Iterator[None]:
+    """Let the standard library's JSON (which recurses) handle values nested `levels` deep."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, levels))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+class LineTooDeep(ValueError):
+    """A line nests deeper than MAX_NESTING levels."""
+
+
 def decode_line(line: bytes | bytearray | str) -> t.Any:
-    """Decode one JSON line; bytes that are not UTF-8 become lone surrogates.
+    """Decode one JSON line as the SDK's reader does (floats as Decimal).
+
+    msgspec decodes nearly every line; what it refuses goes to the standard library, as in the
+    SDK's own reader: `NaN`, `Infinity` and `-Infinity` (as floats), lone surrogate escapes
+    (`\ud800`), and nesting deeper than msgspec allows. Bytes that are not UTF-8 become lone
+    surrogates (a contact whose mapped fields hold them is rejected later).
 
     Raises:
+        LineTooDeep: The line nests deeper than MAX_NESTING levels.
         ValueError: The line is not JSON.
     """
     try:
         return JSON_DECODER.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         pass
     if isinstance(line, (bytes, bytearray)):
-        try:
-            bytes(line).decode("utf-8")
-        except UnicodeDecodeError:
-            text = bytes(line).decode("utf-8", errors="surrogateescape")
-            # msgspec refuses surrogates: the standard library parses this rare line
+        text = bytes(line).decode("utf-8", errors="surrogateescape")
+    else:
+        text = line
+    try:
+        with deep_nesting():
             return json.loads(text, parse_float=decimal.Decimal)
-    raise ValueError("not JSON")
+    except RecursionError:
+        raise LineTooDeep(f"nests deeper than {MAX_NESTING:,} levels") from None
+    except json.JSONDecodeError:
+        raise ValueError("not JSON") from None
+
+
+# A RECORD message whose record could not be read carries why under this key (`record` is None).
+UNREADABLE = "_unreadable"
+_RECORD_START = re.compile(
+    rb'^\s*\{\s*"type"\s*:\s*"RECORD"\s*,\s*"stream"\s*:\s*"([^"\\]{1,1000})"'
+)
+
+
+def _record_stream(line: bytes | bytearray | str) -> str | None:
+    """The stream of a line that starts as a RECORD message (type, then stream), else None."""
+    raw = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else bytes(line)
+    found = _RECORD_START.match(raw[:2000])
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
+def _shown(value: t.Any) -> str:
+    """A message type for an error message (short: it is not personal data, but may be long)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class BatchFileError(ValueError):
@@ -151,7 +210,7 @@ class SingerLineReader(GenericSingerReader[t.Any]):
                 router.barrier()
             try:
                 message = decode(line)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 message = None
             if type(message) is dict and message.get("type") == "RECORD" and on_record:
                 self.line_number += 1
@@ -164,7 +223,11 @@ class SingerLineReader(GenericSingerReader[t.Any]):
             if callback := callbacks.get(record_type):
                 callback(message)
             else:
-                self._process_unknown_message(message)
+                raise InvalidInputLine(
+                    f"Input line {self.line_number} is a message of type {_shown(record_type)}, "
+                    "which Singer does not define (RECORD, SCHEMA, STATE, ACTIVATE_VERSION, "
+                    "BATCH). Nothing from it on was loaded."
+                )
             stats[record_type] += 1
         if router is not None:
             router.barrier()
@@ -181,6 +244,17 @@ class SingerLineReader(GenericSingerReader[t.Any]):
         self.line_number += 1
         try:
             message = decode_line(line)
+        except LineTooDeep as deep:
+            stream = _record_stream(line)
+            if stream is None:
+                raise InvalidInputLine(self._describe(str(deep))) from None
+            # one record is at fault: the target rejects it, the run goes on
+            return {
+                "type": "RECORD",
+                "stream": stream,
+                "record": None,
+                UNREADABLE: f"Input line {self.line_number}: the record {deep}.",
+            }
         except ValueError:  # json's JSONDecodeError too
             raise InvalidInputLine(self._describe("is not valid JSON")) from None
         if not isinstance(message, dict):
@@ -190,7 +264,8 @@ class SingerLineReader(GenericSingerReader[t.Any]):
     def _describe(self, problem: str) -> str:
         return (
             f"Unable to parse line as JSON: input line {self.line_number} {problem} "
-            "(its content is not shown: it may hold personal data). Nothing after it was loaded."
+            "(its content is not shown: it may hold personal data). Nothing from it on was "
+            "loaded."
         )
 
     def assert_line_requires(self, line_dict: dict, requires: set[str]) -> None:

@@ -2,7 +2,10 @@
 
 Each stream's SCHEMA is written once (with a `_reject` property added), then one RECORD per
 rejected record carrying `_reject: {code, message, api_error}`. Fix the rows and pipe the file
-back into the target: the `_reject` column is ignored by the mapping.
+back into the target: the `_reject` column is ignored by the mapping. A stream whose records have
+a `_reject` column of their own keeps it intact: the reason goes in `_reject_1` (the first free
+name), declared in that stream's SCHEMA. Values are written as the reader reads them back (NaN
+and Infinity as such, lone surrogates as JSON escapes), however deeply nested.
 
 The file is owner-only (0600, parent directory created 0700) and created lazily on the first
 reject, so a clean run leaves no file behind. Rows are buffered and flushed before every STATE the
@@ -22,7 +25,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["REJECT_PROPERTY", "RejectWriter", "json_default"]
+from target_omnisend.reader import deep_nesting
+
+__all__ = ["REJECT_PROPERTY", "RejectWriter", "free_name", "json_default"]
 
 REJECT_PROPERTY = "_reject"
 
@@ -58,8 +63,10 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(message: Mapping[str, Any]) -> str:
-    """One JSON line, safely encoded (no NaN, non-ASCII kept)."""
-    return json.dumps(message, default=json_default, ensure_ascii=False, allow_nan=False)
+    """One JSON line, safely encoded (non-ASCII kept; NaN and Infinity as the Singer readers,
+    the SDK's and this target's, accept them)."""
+    with deep_nesting():
+        return json.dumps(message, default=json_default, ensure_ascii=False)
 
 
 def open_private(path: Path, *, binary: bool = False) -> IO[Any]:
@@ -73,6 +80,16 @@ def open_private(path: Path, *, binary: bool = False) -> IO[Any]:
     return os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace")
 
 
+def free_name(record: Mapping[str, Any], schema: Mapping[str, Any] | None) -> str:
+    """`_reject`, or `_reject_1`, `_reject_2`...: the first name neither uses."""
+    taken = set(record) | set((schema or {}).get("properties") or {})
+    name, number = REJECT_PROPERTY, 0
+    while name in taken:
+        number += 1
+        name = f"{REJECT_PROPERTY}_{number}"
+    return name
+
+
 class RejectWriter:
     """Thread-safe writer of rejected records as Singer lines; counts rejects by code."""
 
@@ -82,6 +99,7 @@ class RejectWriter:
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
         self._schemas_written: dict[str, Mapping[str, Any]] = {}
+        self._names: dict[str, str] = {}  # stream → the property holding the reason
         self.counts: Counter[str] = Counter()
 
     @property
@@ -106,17 +124,36 @@ class RejectWriter:
     ) -> None:
         """Append one rejected record (and the stream's SCHEMA before its first record)."""
         reject = {"code": code, "message": message, "api_error": api_error}
-        row = {key: value for key, value in record.items() if key != REJECT_PROPERTY}
-        row[REJECT_PROPERTY] = reject
-        record_line = dumps({"type": "RECORD", "stream": stream, "record": row})
         with self._lock:
+            name = self._names.get(stream, REJECT_PROPERTY)
+            if self._is_source_column(name, record, schema):
+                name = free_name(record, schema)  # the record's own column stays as it is
+            row = dict(record)
+            row[name] = reject
+            record_line = dumps({"type": "RECORD", "stream": stream, "record": row})
             handle = self._open()
-            if schema is not None and self._schemas_written.get(stream) is not schema:
-                if self._schemas_written.get(stream) != schema:
-                    handle.write(self._schema_line(stream, schema) + "\n")
+            written = self._schemas_written.get(stream)
+            if schema is not None and (written is not schema or self._names.get(stream) != name):
+                if written != schema or self._names.get(stream) != name:
+                    handle.write(self._schema_line(stream, schema, name) + "\n")
                 self._schemas_written[stream] = schema
+            self._names[stream] = name
             handle.write(record_line + "\n")
             self.counts[code] += 1
+
+    @staticmethod
+    def _is_source_column(
+        name: str, record: Mapping[str, Any], schema: Mapping[str, Any] | None
+    ) -> bool:
+        """Whether `name` is a column of the source (not a reason this writer wrote earlier, in
+        a rejects file fed back: that one is replaced)."""
+        declared = ((schema or {}).get("properties") or {}).get(name)
+        if declared is not None and declared != _REJECT_SCHEMA:
+            return True
+        if name not in record:
+            return False
+        value = record[name]
+        return not (isinstance(value, Mapping) and set(value) == set(_REJECT_SCHEMA["properties"]))
 
     def flush(self) -> None:
         """Push written rejects to the file (before a STATE that covers them is emitted)."""
@@ -137,10 +174,10 @@ class RejectWriter:
         return self._file
 
     @staticmethod
-    def _schema_line(stream: str, schema: Mapping[str, Any]) -> str:
+    def _schema_line(stream: str, schema: Mapping[str, Any], name: str = REJECT_PROPERTY) -> str:
         with_reject = dict(schema)
         properties = dict(with_reject.get("properties") or {})
-        properties[REJECT_PROPERTY] = _REJECT_SCHEMA
+        properties[name] = _REJECT_SCHEMA
         with_reject["properties"] = properties
         return dumps(
             {"type": "SCHEMA", "stream": stream, "schema": with_reject, "key_properties": []}

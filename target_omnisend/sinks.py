@@ -16,6 +16,7 @@ rejects the record an earlier one merged into, the earlier one is rejected with 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,14 @@ from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_omnisend.dry_run import encode_payload_line
-from target_omnisend.mapping import ANCIENT_DATE, MappedContact, MappingPlan, Reject, compile_plan
+from target_omnisend.mapping import (
+    ANCIENT_DATE,
+    MappedContact,
+    MappingConfigError,
+    MappingPlan,
+    Reject,
+    compile_plan,
+)
 from target_omnisend.mapping_checks import check_status_values, unmapped_consent_columns
 from target_omnisend.mapping_worker import EncodedPayload, Outcome
 from target_omnisend.pipeline import NOT_UTF8, encode_payload, gate_ids
@@ -55,6 +63,8 @@ SCHEMA_MISMATCH = "schema_mismatch"  # REJECT_CODES in mapping.py
 API_REJECTED = "api_rejected"
 INVALID_SEGMENT = "invalid_segment"
 INVALID_ENCODING = "invalid_encoding"
+MISSING_KEY_PROPERTY = "missing_key_property"
+INVALID_RECORD = "invalid_record"
 
 
 # A staged contact: the mapped contact, its source record (a dict, or the input line when the
@@ -115,16 +125,28 @@ class RecordLine(bytes):
 def pack_record(record: Mapping[str, Any] | RecordLine) -> bytes | Mapping[str, Any]:
     """A source record kept for a possible reject (see `unpack_record`).
 
-    A record msgspec cannot write back exactly (lone surrogates, odd types, NaN) stays a dict;
-    an input line stays as it is.
+    A record msgspec cannot write back exactly (lone surrogates, odd types, NaN and infinite
+    numbers, which it writes as null, deep nesting) stays a dict; an input line stays as it is.
     """
     if type(record) is RecordLine:
         return record
     try:
         packed = _RECORD_ENCODER.encode(record)
-    except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError):
+    except (TypeError, ValueError, UnicodeEncodeError, msgspec.EncodeError, RecursionError):
         return record
-    return record if b"NaN" in packed or b"Infinity" in packed else packed
+    if b"null" in packed and _has_non_finite(record):
+        return record
+    return packed
+
+
+def _has_non_finite(value: Any) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(item) for item in value)
+    return False
 
 
 def unpack_record(packed: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -166,7 +188,7 @@ class ContactSink(BatchSink):
     ) -> None:
         """Compile the mapping plan for this stream's schema (once per schema)."""
         self._target = target
-        self._invalid: tuple[dict, str] | None = None
+        self._invalid: tuple[dict, str, str] | None = None  # record, reject code, message
         super().__init__(target, stream_name, schema, key_properties)
         self.plan: MappingPlan = compile_plan(self.schema, target.mapping_config)
         self._sync = target.sync  # opens the sync store (and takes the run lock) up front
@@ -175,7 +197,14 @@ class ContactSink(BatchSink):
         # Without segment_field the stream is the segment: its refs and tags are computed once.
         fixed: list[SegmentRef] = []
         if self._sync.settings.segment_field is None:
-            fixed = self._sync.segments({}, stream_name)
+            try:
+                fixed = self._sync.segments({}, stream_name)
+            except InvalidSegmentValue as error:  # a stream problem: one error, at its SCHEMA
+                raise MappingConfigError(
+                    f"Stream {stream_name[:40]!r}... ({len(stream_name):,} characters): {error}. "
+                    "Give the stream a shorter name (a stream map alias) or set segment_tag to "
+                    "a template that makes shorter tags."
+                ) from None
         self._stream_refs: tuple[list[SegmentRef], tuple[str, ...]] = (fixed, segment_tags(fixed))
         self._uncounted = 0  # records not yet counted in the sync (counted per batch)
         # A batch is full at max_size contacts, not records: rejected, merged and deleted
@@ -265,16 +294,22 @@ class ContactSink(BatchSink):
             try:
                 self._validator.validate(record)
             except InvalidRecord as invalid:
-                self._invalid = (record, str(invalid.error_message))
+                self._invalid = (record, SCHEMA_MISMATCH, str(invalid.error_message))
         return record
 
     def _singer_validate_message(self, record: dict) -> None:
-        """Key properties are irrelevant to a contact; only check valid records."""
+        """A valid record without one of the stream's key properties is rejected, not fatal."""
         if self._invalid is not None and self._invalid[0] is record:
             return
         for key in self._key_properties:
             if key not in record:
-                super()._singer_validate_message(record)  # raises, in the SDK's words
+                self._invalid = (
+                    record,
+                    MISSING_KEY_PROPERTY,
+                    f"The record has no {key!r}, one of its stream's key properties "
+                    f"({', '.join(map(repr, self._key_properties))}).",
+                )
+                return
 
     # -- records and batches --------------------------------------------------------------------
 
@@ -288,7 +323,7 @@ class ContactSink(BatchSink):
         invalid = self._invalid
         if invalid is not None and invalid[0] is record:
             self._invalid = None
-            self.reject(record, SCHEMA_MISMATCH, invalid[1])
+            self.reject(record, invalid[1], invalid[2])
             return
         refs, tags = self._stream_refs
         if not refs:  # segment_field: each record names its segments
@@ -308,6 +343,14 @@ class ContactSink(BatchSink):
             summary.add_deletions(1)
             return
         self._stage(context, result, record, refs, tags)
+
+    def reject_unusable(self, value: Any, reason: str) -> None:
+        """A RECORD message whose `record` is no object (or could not be read): a reject row
+        holding what it held under `_record` (nothing when unreadable)."""
+        self.tally_record_read()
+        self._target.summary.add_read()
+        self._uncounted += 1
+        self.reject({} if value is None else {"_record": value}, INVALID_RECORD, reason)
 
     def take_mapped(
         self, lines: Sequence[bytes], outcomes: Sequence[Outcome], start: int, end: int

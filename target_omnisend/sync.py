@@ -19,11 +19,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from target_omnisend.mapping import MappedContact, make_getter
+from target_omnisend.mapping import MAX_STRING_LENGTH, MappedContact, make_getter
 from target_omnisend.segments import (
     DEFAULT_MAX_EXIT_RATIO,
     DryRunReport,
     ExitDecision,
+    InvalidSegmentValue,
     SegmentMembership,
     decide_exits,
     membership_key,
@@ -326,11 +327,13 @@ class SegmentSync:
             ref = self._refs.get((stream, name))
             if ref is None:
                 template = self.settings.segment_tag
-                ref = SegmentRef(
-                    name,
-                    membership_key(template, stream, name),
-                    render_segment_tag(template, stream, name),
-                )
+                tag = render_segment_tag(template, stream, name)
+                if tag is not None and len(tag) > MAX_STRING_LENGTH:
+                    raise InvalidSegmentValue(
+                        f"the segment tag {tag[:40]!r}... would be {len(tag):,} characters "
+                        f"long; Omnisend's limit for a tag is {MAX_STRING_LENGTH:,}"
+                    )
+                ref = SegmentRef(name, membership_key(template, stream, name), tag)
                 self._refs[(stream, name)] = ref
                 if self.store is not None and ref.key not in self._known_before:
                     self._meet_segment(ref)

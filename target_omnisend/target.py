@@ -40,6 +40,7 @@ from singer_sdk.exceptions import (
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from target_omnisend.client import OmnisendError, TransientApiError
 from target_omnisend.dry_run import DryRunFileError, DryRunWriter
 from target_omnisend.mapping import (
     API_VERSIONS,
@@ -52,7 +53,13 @@ from target_omnisend.mapping import (
 )
 from target_omnisend.mapping_checks import check_status_values
 from target_omnisend.mapping_worker import MappingWorker, Outcome, StreamSpec, usable_cpus
-from target_omnisend.reader import BatchFileError, SingerLineReader, batch_records, decode_line
+from target_omnisend.reader import (
+    UNREADABLE,
+    BatchFileError,
+    SingerLineReader,
+    batch_records,
+    decode_line,
+)
 from target_omnisend.rejects import RejectWriter, dumps
 from target_omnisend.segments import (
     DEFAULT_MAX_EXIT_RATIO,
@@ -486,6 +493,7 @@ class TargetOmnisend(Target):
         metrics_level_before = metrics.get_metrics_logger().level
         super().__init__(*args, **kwargs)
         self._quiet_sdk_chatter(metrics_level_before)
+        self._forget_null_settings()
         try:
             self.mapping_config = self._check_settings()
         except (ValueError, MappingConfigError) as error:
@@ -528,6 +536,7 @@ class TargetOmnisend(Target):
         self.max_records: int | None = int(max_records) if max_records else None
         self._records_taken = 0
         self._ended_normally = False
+        self._input_broken = False  # a line that cannot be read ended the input
         self._lean_sinks: dict[Any, ContactSink] = {}
         # identifier → the sink holding a staged contact with it (see ContactSink._stage)
         self.staged_in: dict[str, ContactSink] = {}
@@ -630,6 +639,14 @@ class TargetOmnisend(Target):
         )
 
     # -- settings -----------------------------------------------------------------------------
+
+    def _forget_null_settings(self) -> None:
+        """A setting given as null (JSON `null`, an empty Meltano value) is not set: its default
+        applies, and the log says so (the SDK's schema lets every optional setting be null)."""
+        for name in [name for name, value in self._config.items() if value is None]:
+            del self._config[name]
+            if name != "api_key":  # refused just after, as empty
+                self.logger.warning("Setting %r is null: its default applies.", name)
 
     def _check_settings(self) -> MappingConfig:
         check_api_key(self.config.get("api_key"))
@@ -884,6 +901,8 @@ class TargetOmnisend(Target):
                 completion.record(stream, record)
             if sink is not None and type(record) is dict:
                 self._process_record_lean(sink, record)
+            elif not isinstance(record, dict):  # one record at fault: a reject, not a stop
+                self._reject_unusable(message_dict)
             else:
                 super()._process_record_message(message_dict)
                 self._remember_lean_sink(stream)
@@ -924,6 +943,15 @@ class TargetOmnisend(Target):
             self._after_record()
         finally:
             self._leave_busy()
+
+    def _reject_unusable(self, message: dict) -> None:
+        """A RECORD whose `record` is not an object, or could not be read: rejected."""
+        sink = self.get_sink(str(message.get("stream")))  # no schema yet: the SDK's error
+        reason = message.get(UNREADABLE)
+        if reason is None:
+            kind = type(message.get("record")).__name__
+            reason = f"The RECORD message holds a {kind} where Singer puts the record's object."
+        sink.reject_unusable(message.get("record"), str(reason))  # type: ignore[attr-defined]
 
     @staticmethod
     def _decode_taken(line: bytes) -> dict:
@@ -1070,9 +1098,37 @@ class TargetOmnisend(Target):
         self.progress.start()
         try:
             super().listen(file_input)
+        except InvalidInputLine as error:  # the records before the line are still loaded
+            self._stop_mapping_worker()
+            self._finish_before_bad_line(error)
+        except (OmnisendError, RunFailed):
+            if not self._finished:  # the run summary is logged once, whatever ended the run
+                self._finished = True
+                self._close_files()
+                self.summary.log_final(self._client_stats())
+            raise
         finally:
             self.progress.stop()
             self._stop_mapping_worker()
+
+    def _finish_before_bad_line(self, error: InvalidInputLine) -> None:
+        """Load what was read before a line that cannot be read, then fail saying how far.
+
+        Everything before the line is drained, sent and accounted for (its STATE written once
+        Omnisend confirmed it); segment exits are not applied (the input is incomplete).
+        """
+        self._input_broken = True
+        self.logger.error("%s", error)
+        self.process_endofpipe()
+        summary = self.summary
+        others = summary.records_read - summary.accepted - summary.rejected_total
+        raise RunFailed(
+            f"The input stopped at a line that cannot be read (see the error above). Of the "
+            f"{summary.records_read} records before it, {summary.accepted} were loaded into "
+            f"Omnisend, {summary.rejected_total} rejected (in {self.rejects.path}) and {others} "
+            "merged into later ones, unchanged or deletions; its STATE was written once they "
+            "were confirmed. Nothing from that line on was loaded: fix it and run again."
+        ) from None
 
     def _parallel_mapping(self) -> bool:
         """A second process maps records: allowed, a CPU for it, and no max_records trial."""
@@ -1158,8 +1214,10 @@ class TargetOmnisend(Target):
         """Apply exits and create segments, only after a complete, untruncated input."""
         sync = self.sync
         truncated = self.max_records is not None and self._records_taken > self.max_records
-        if not self._ended_normally or truncated:
+        if not self._ended_normally or truncated or self._input_broken:
             why = "the input was truncated by max_records" if truncated else "the run was stopped"
+            if self._input_broken:
+                why = "the input stopped at a line that cannot be read"
             self.logger.info("Segment exits are not computed: %s.", why)
             return
         self._check_completion(sync)
@@ -1402,13 +1460,19 @@ class TargetOmnisend(Target):
     @classmethod
     def invoke(cls, **kwargs: Any) -> None:  # type: ignore[override]
         """Run the target; known failures end as one log line and exit code 1 (no traceback)."""
-        from target_omnisend.client import OmnisendError
-
         config_input = kwargs.get("config")
         if config_input is not None and not kwargs.get("about"):
             cls._fill_secrets_from_env(config_input)
         try:
             super().invoke(**kwargs)
+        except TransientApiError as error:
+            cls.logger.error(
+                "%s Omnisend did not answer as it should after every retry: nothing after the "
+                "last confirmed batch is covered by a STATE, so running again later resumes "
+                "there (upserts are idempotent).",
+                error,
+            )
+            sys.exit(1)
         except (
             OmnisendError,
             RunFailed,

@@ -774,8 +774,6 @@ def test_custom_property_values(value: Any, expected: Any) -> None:
         {"nested": 1},
         [1, 2],
         [["a"]],
-        float("nan"),
-        Decimal("Infinity"),
         datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
         object(),
     ],
@@ -784,6 +782,39 @@ def test_invalid_custom_property_value(value: Any) -> None:
     result = custom(value)
     assert isinstance(result, Reject)
     assert (result.code, result.field) == ("invalid_custom_property_value", "customProperties.prop")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (float("nan"), "nan: not a finite number."),
+        (float("-inf"), "-inf: not a finite number."),
+        (Decimal("Infinity"), "Infinity: not a finite number."),
+        (Decimal("1E+400"), "1E+400: too large for a double."),
+        (Decimal("1.5E-400"), "1.5E-400: too near 0 for a double (it would become 0)."),
+        (2**64, "18446744073709551616: an integer beyond 64 bits."),
+    ],
+)
+def test_a_number_that_would_change_on_the_way_is_rejected(value: Any, problem: str) -> None:
+    result = custom(value)
+    assert isinstance(result, Reject)
+    assert (result.code, result.field) == ("invalid_number", "customProperties.prop")
+    assert result.message == f"customProperties.prop is {problem}"
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        (Decimal("1E+20"), 1e20),
+        (Decimal("-0.0"), 0),
+        (2**63 - 1, 2**63 - 1),
+        (Decimal("1E-310"), 1e-310),
+    ],
+)
+def test_numbers_at_the_edges_of_the_range_are_sent(value: Any, sent: Any) -> None:
+    contact = custom(value)
+    assert not isinstance(contact, Reject)
+    assert contact.payload["customProperties"]["prop"] == sent
 
 
 def test_custom_property_string_too_long() -> None:

@@ -106,6 +106,23 @@ def test_an_old_reject_object_is_replaced(tmp_path: Path) -> None:
     assert _lines(path)[1]["record"]["_reject"]["message"] == "new"
 
 
+def test_a_source_column_named_reject_is_kept_intact(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    writer = RejectWriter(path)
+    writer.write("s", SCHEMA, {"email": "a", "_reject": "a column of the source"}, "x", "why")
+    writer.write("s", SCHEMA, {"email": "b", "_reject": None}, "x", "again")
+    writer.close()
+    schema, first, second = _lines(path)
+    assert first["record"] == {
+        "email": "a",
+        "_reject": "a column of the source",
+        "_reject_1": {"code": "x", "message": "why", "api_error": None},
+    }
+    assert second["record"]["_reject"] is None
+    assert second["record"]["_reject_1"]["message"] == "again"
+    assert "_reject_1" in schema["schema"]["properties"]
+
+
 def test_thread_safe_lines_never_interleave(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     writer = RejectWriter(path)
