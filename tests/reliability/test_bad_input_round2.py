@@ -299,8 +299,8 @@ def run_failing(tmp_path: Path, api_url: str, **config: Any) -> Any:
 def test_5xx_on_every_request_ends_clearly(sandbox_factory: Any, tmp_path: Path) -> None:
     sandbox = sandbox_factory(time_scale=TIME_SCALE, error_rate=1.0)
     outcome = run_failing(tmp_path, sandbox.api_url)
-    assert_ends_clearly(outcome, "POST /batches failed after 9 attempts: answered 5",
-                        "Omnisend is failing: run again later.")  # fmt: skip
+    assert_ends_clearly(outcome, "POST /batches failed after 9 attempts in ", "answered 5")
+    assert "Omnisend is failing: run again later." in outcome.stderr  # fmt: skip
 
 
 def test_a_429_storm_that_never_passes_ends_clearly(sandbox_factory: Any, tmp_path: Path) -> None:
@@ -319,8 +319,8 @@ def test_a_2xx_body_that_is_not_json_ends_clearly(tmp_path: Path) -> None:
 
     with LocalServer(html) as server:
         outcome = run_failing(tmp_path, server.url + "/api")
-    assert_ends_clearly(outcome, "POST /batches failed after 9 attempts: answered 200 with a "
-                        "body that is not JSON", "check api_url (a proxy?)")  # fmt: skip
+    assert_ends_clearly(outcome, "POST /batches failed after 9 attempts in ", "(a proxy?)")
+    assert "answered 200 with a body that is not JSON" in outcome.stderr
     assert len(server.seen) == 9
 
 
