@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,22 @@ class TestTargetOmnisendStandard(_StandardTests):  # type: ignore[misc, valid-ty
         return TargetTestRunner(
             TargetOmnisend, config=sandbox_config(sandbox, tmp_path), parse_env_config=False
         )
+
+    def test_target_record_missing_key_property(self, sandbox: Any, tmp_path: Path) -> None:
+        """The SDK's test expects MissingKeyPropertiesError; here (issue 17) the record is a
+        reject row with its reason, and the run goes on."""
+        source = files("singer_sdk.testing") / "target_test_streams"
+        runner = TargetTestRunner(
+            TargetOmnisend,
+            config=sandbox_config(sandbox, tmp_path),
+            parse_env_config=False,
+            input_filepath=Path(str(source / "record_missing_key_property.singer")),
+        )
+        runner.sync_all()
+        lines = (tmp_path / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+        row = json.loads(lines[-1])["record"]
+        assert row["metric"] == 8214
+        assert row["_reject"]["code"] == "missing_key_property"
 
 
 def require_pipeline() -> None:
